@@ -1,0 +1,359 @@
+"""The Alternator (Rezaei & Dieng, TMLR 2025) as a Pyro program.
+
+Generative process (Algorithm 1), x_t in R^Dx, z_t in R^Dz, t = 1..T::
+
+    z_0 ~ N(0, I)
+    x_t ~ N(sqrt(1 - sigma_x^2) f(z_{t-1}), sigma_x^2 I)                                (OTN f)
+    z_t ~ N(sqrt(alpha_t) g(x_t) + sqrt(1 - alpha_t - sigma_z^2) z_{t-1}, sigma_z^2 I)  (FTN g)
+
+Three views of one model live here: the ``pyro.markov`` program :meth:`Alternator.model`, the
+vectorised log-density :meth:`Alternator.log_joint` (one batched network call per factor) and
+the batched samplers (``sample``, ``forecast``, ``impute``, ``infer_latents``), which run the
+recursion for all samples and sequences at once.
+
+Shapes are batch-first: x (B, T, Dx), z (B, T+1, Dz) including z_0; samplers add a leading
+sample axis S. A mask is bool, True = observed, of shape (B, T) or (B, T, Dx); NaN entries of x
+are missing too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+from alternators_ppl.networks import MLP
+from alternators_ppl.validation import (
+    as_float_tensor,
+    check_mask,
+    check_positive_int,
+    check_sequences,
+)
+
+__all__ = ["Alternator", "FTN_INPUTS"]
+
+FTN_INPUTS = ("conditioned", "generative")
+
+
+class Alternator(PyroModule):
+    """Alternator sequence model: an OTN ``f`` and an FTN ``g`` alternating over time.
+
+    Args:
+        obs_dim: Dx, size of each observation x_t.
+        latent_dim: Dz, size of each latent z_t.
+        sigma_x: observation noise, in (0, 1).
+        sigma_z: latent noise, > 0.
+        alpha: FTN weight, a float or a length-L schedule (alpha_1..alpha_L) with
+            0 < alpha_t and alpha_t + sigma_z^2 < 1 (strict, so the latent keeps memory).
+        otn: network z (..., Dz) -> (..., Dx); default ``MLP(latent_dim, obs_dim, hidden)``.
+        ftn: network x (..., Dx) -> (..., Dz); default ``MLP(obs_dim, latent_dim, hidden)``.
+        hidden, activation: widths and activation of the default MLPs.
+        ftn_input: what the FTN reads while the loss samples z: ``"conditioned"`` (default: the
+            data x_t where observed, the model's own draw where missing) or ``"generative"``
+            (the model's draw everywhere: the literal Algorithm 1).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        latent_dim: int,
+        sigma_x: float = 0.3,
+        sigma_z: float = 0.1,
+        alpha: float | Sequence[float] | torch.Tensor = 0.3,
+        otn: nn.Module | None = None,
+        ftn: nn.Module | None = None,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        ftn_input: Literal["conditioned", "generative"] = "conditioned",
+    ):
+        super().__init__()
+        self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        if not 0.0 < float(sigma_x) < 1.0:
+            raise ValueError(f"sigma_x must lie in (0, 1), got {sigma_x}")
+        if not float(sigma_z) > 0.0:
+            raise ValueError(f"sigma_z must be > 0, got {sigma_z}")
+        alpha_t = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
+        if alpha_t.numel() == 0 or not torch.isfinite(alpha_t).all():
+            raise ValueError(f"alpha must be a finite float or a non-empty schedule, got {alpha}")
+        if (alpha_t <= 0).any() or (alpha_t + float(sigma_z) ** 2 >= 1).any():
+            raise ValueError(
+                "alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got "
+                f"alpha in [{alpha_t.min().item():.4g}, {alpha_t.max().item():.4g}], "
+                f"sigma_z^2 = {float(sigma_z) ** 2:.4g}"
+            )
+        if ftn_input not in FTN_INPUTS:
+            raise ValueError(f"ftn_input must be one of {FTN_INPUTS}, got {ftn_input!r}")
+        # Hyperparameters stay Python floats so that ``.double()`` computes with them exactly;
+        # the buffer only tells the model's device and dtype.
+        self.sigma_x, self.sigma_z = float(sigma_x), float(sigma_z)
+        self.alpha_values = tuple(alpha_t.double().tolist())
+        self.alpha_is_constant = len(self.alpha_values) == 1
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        self.ftn_input = ftn_input
+        self.otn = otn if otn is not None else MLP(latent_dim, obs_dim, hidden, activation)
+        self.ftn = ftn if ftn is not None else MLP(obs_dim, latent_dim, hidden, activation)
+
+    # ------------------------------------------------------------------ building blocks
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's buffers (inputs are moved here)."""
+        return self._anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's buffers (inputs are cast to it)."""
+        return self._anchor.dtype
+
+    def alpha_schedule(self, num_steps: int) -> torch.Tensor:
+        """alpha_1..alpha_T as a (T,) tensor; a schedule shorter than T is an error."""
+        values = self.alpha_values
+        if self.alpha_is_constant:
+            values = values * num_steps
+        elif num_steps > len(values):
+            raise ValueError(f"sequence has {num_steps} steps but the alpha schedule has {len(values)}")
+        return torch.tensor(values[:num_steps], dtype=self.dtype, device=self.device)
+
+    def x_loc(self, z_prev: torch.Tensor) -> torch.Tensor:
+        """Mean of x_t given z_{t-1}: (..., Dz) -> (..., Dx)."""
+        return math.sqrt(1 - self.sigma_x**2) * self.otn(z_prev)
+
+    def z_loc(self, x: torch.Tensor, z_prev: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Mean of z_t given x_t (..., Dx), z_{t-1} (..., Dz); alpha broadcasts to (..., 1)."""
+        return torch.sqrt(alpha) * self.ftn(x) + torch.sqrt(1 - alpha - self.sigma_z**2) * z_prev
+
+    # ------------------------------------------------------------------ input checks
+    def _as_input(self, x, name: str = "x") -> torch.Tensor:
+        x = as_float_tensor(x, name, device=self.device, dtype=self.dtype)
+        check_sequences(x, name, self.obs_dim)
+        return x
+
+    def _prepare(self, x, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked x (B, T, Dx) with missing entries zeroed, and the observed mask (B, T, Dx)."""
+        x = self._as_input(x)
+        mask = check_mask(mask, x)
+        return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)), mask
+
+    def _prepare_complete(self, x, z, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Checks for scoring a given path: x finite (B, T, Dx), z (B, T+1, Dz), mask (B, T, Dx)."""
+        x = self._as_input(x)
+        if torch.isnan(x).any():
+            raise ValueError(
+                "x has NaN entries: scoring a path needs the values the FTN read at missing "
+                "entries (e.g. from impute); hide them from the x-term with mask"
+            )
+        z = as_float_tensor(z, "z", device=self.device, dtype=self.dtype)
+        expected = (x.shape[0], x.shape[1] + 1, self.latent_dim)
+        if tuple(z.shape) != expected:
+            raise ValueError(f"z has shape {tuple(z.shape)}, expected (B, T+1, Dz) = {expected}")
+        if not torch.isfinite(z).all():
+            raise ValueError("z contains NaN or inf values")
+        return x, z, check_mask(mask, x)
+
+    def _check_z_target(self, z_target, x: torch.Tensor) -> torch.Tensor:
+        z_target = as_float_tensor(z_target, "z_target", device=self.device, dtype=self.dtype)
+        expected = (x.shape[0], x.shape[1], self.latent_dim)
+        if tuple(z_target.shape) != expected:
+            raise ValueError(
+                f"z_target has shape {tuple(z_target.shape)}, expected (B, T, Dz) = {expected}"
+            )
+        if not torch.isfinite(z_target).all():
+            raise ValueError("z_target contains NaN or inf values")
+        return z_target
+
+    # ------------------------------------------------------------------ interpretation 1
+    def model(self, x, mask=None, z_target=None) -> torch.Tensor:
+        """The generative process as a Pyro program; returns z_T (B, Dz).
+
+        Sites: ``z_0``, then for t = 1..T ``x_t`` (observed entries; missing ones are masked out
+        of its log-density), ``x_missing_t`` (a latent site, present only at steps with a
+        missing entry, scoring just the missing entries; the FTN reads the observed entries
+        of x_t and the draws of ``x_missing_t`` elsewhere) and ``z_t`` (observed when
+        ``z_target`` (B, T, Dz) is given). Pass an all-False mask to sample from the prior.
+        """
+        x, mask = self._prepare(x, mask)
+        if z_target is not None:
+            z_target = self._check_z_target(z_target, x)
+        batch, steps, _ = x.shape
+        alpha = self.alpha_schedule(steps)
+        zeros = x.new_zeros(batch, self.latent_dim)
+        with pyro.plate("sequences", batch, dim=-1):
+            z_prev = pyro.sample("z_0", dist.Normal(zeros, 1.0).to_event(1))
+            for t in pyro.markov(range(1, steps + 1)):
+                loc = self.x_loc(z_prev)
+                observed = mask[:, t - 1]
+                x_t = pyro.sample(
+                    f"x_{t}",
+                    dist.Normal(loc, self.sigma_x).mask(observed).to_event(1),
+                    obs=x[:, t - 1],
+                )
+                if not observed.all():
+                    x_missing = pyro.sample(
+                        f"x_missing_{t}", dist.Normal(loc, self.sigma_x).mask(~observed).to_event(1)
+                    )
+                    x_t = torch.where(observed, x_t, x_missing)
+                z_prev = pyro.sample(
+                    f"z_{t}",
+                    dist.Normal(self.z_loc(x_t, z_prev, alpha[t - 1]), self.sigma_z).to_event(1),
+                    obs=None if z_target is None else z_target[:, t - 1],
+                )
+        return z_prev
+
+    # ------------------------------------------------------------------ interpretation 2
+    def log_joint(self, x, z, mask=None) -> torch.Tensor:
+        """log p(z_0) + sum_t [log p(x_t^obs | z_{t-1}) + log p(z_t | z_{t-1}, x_t)], shape (B,).
+
+        x (B, T, Dx) must be finite everywhere: the FTN reads every entry of x_t. ``mask``
+        (True = observed) only removes the hidden entries from the x-term, so this is the
+        log-density of :meth:`model`'s trace conditioned on z and on the ``x_missing_t`` draws
+        (held in x), summed over all sites but the ``x_missing_t`` ones.
+        """
+        x, z, mask = self._prepare_complete(x, z, mask)
+        alpha = self.alpha_schedule(x.shape[1]).unsqueeze(-1)
+        log_x = dist.Normal(self.x_loc(z[:, :-1]), self.sigma_x).log_prob(x)
+        log_z = dist.Normal(self.z_loc(x, z[:, :-1], alpha), self.sigma_z).log_prob(z[:, 1:])
+        log_z0 = dist.Normal(torch.zeros_like(z[:, 0]), 1.0).log_prob(z[:, 0])
+        return (log_x * mask).sum((1, 2)) + log_z.sum((1, 2)) + log_z0.sum(-1)
+
+    def path_loss(self, x, z, mask=None, x_ftn=None) -> torch.Tensor:
+        """Eq. 12 integrand for one given path, per sequence (B,).
+
+        sum_t sigma_z^2 ||x_t - sqrt(1-sigma_x^2) f(z_{t-1})||^2 over observed entries
+            + sigma_x^2 ||z_t - sqrt(alpha_t) g(x_ftn_t) - sqrt(1-alpha_t-sigma_z^2) z_{t-1}||^2,
+
+        which is 2 sigma_x^2 sigma_z^2 (-log p(x^obs, z_{1:T} | z_0)) up to a constant when
+        ``x_ftn`` (B, T, Dx), the input the FTN read, is x itself (the default).
+        """
+        x, z, mask = self._prepare_complete(x, z, mask)
+        x_ftn = x if x_ftn is None else self._prepare_complete(x_ftn, z, None)[0]
+        alpha = self.alpha_schedule(x.shape[1]).unsqueeze(-1)
+        x_err = ((x - self.x_loc(z[:, :-1])) ** 2 * mask).sum((1, 2))
+        z_err = ((z[:, 1:] - self.z_loc(x_ftn, z[:, :-1], alpha)) ** 2).sum((1, 2))
+        return self.sigma_z**2 * x_err + self.sigma_x**2 * z_err
+
+    def loss(self, x, mask=None, z_target=None) -> torch.Tensor:
+        """Eq. 12 (scaled by 2 sigma_x^2 sigma_z^2), averaged over sequences and time steps.
+
+        z_{0:T} is drawn by alternating (reparameterised, so gradients flow through the path);
+        the FTN reads what ``ftn_input`` says. With ``z_target`` (B, T, Dz) the latent path is
+        the observed one (sequence-to-sequence use) and z_0 is drawn from the prior.
+        """
+        x, mask = self._prepare(x, mask)
+        if z_target is not None:
+            z_target = self._check_z_target(z_target, x)
+        z, x_ftn = self._rollout(x, mask, self.ftn_input, z_target)
+        x_filled = torch.where(mask, x, x_ftn)
+        return self.path_loss(x_filled, z, mask, x_ftn=x_ftn).sum() / x.shape[0] / x.shape[1]
+
+    # ------------------------------------------------------------------ the recursion
+    def _rollout(
+        self, x: torch.Tensor, mask: torch.Tensor, ftn_input: str, z_target=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw z_{0:T} (B, T+1, Dz) by alternating; return it with the x the FTN read (B, T, Dx).
+
+        The random numbers are drawn up front in a fixed order (z_0, x noise, z noise), so the
+        fast path (x fully observed: one batched FTN call and a linear recurrence) and the
+        step-by-step path give the same draws for the same seed.
+        """
+        batch, steps, _ = x.shape
+        alpha = self.alpha_schedule(steps)
+        z0 = torch.randn(batch, self.latent_dim, dtype=x.dtype, device=x.device)
+        eps_x = self.sigma_x * torch.randn_like(x)
+        eps_z = self.sigma_z * torch.randn(
+            batch, steps, self.latent_dim, dtype=x.dtype, device=x.device
+        )
+        conditioned = ftn_input == "conditioned"
+        if z_target is not None:
+            z = torch.cat([z0.unsqueeze(1), z_target], dim=1)
+            x_draw = self.x_loc(z[:, :-1]) + eps_x
+            return z, torch.where(mask, x, x_draw) if conditioned else x_draw
+        if conditioned and bool(mask.all()):
+            drive = torch.sqrt(alpha).unsqueeze(-1) * self.ftn(x) + eps_z
+            decay = torch.sqrt(1 - alpha - self.sigma_z**2)
+            return linear_recurrence(z0, decay, drive), x
+        z_prev, zs, xs = z0, [z0], []
+        for t in range(steps):
+            x_draw = self.x_loc(z_prev) + eps_x[:, t]
+            x_t = torch.where(mask[:, t], x[:, t], x_draw) if conditioned else x_draw
+            z_prev = self.z_loc(x_t, z_prev, alpha[t]) + eps_z[:, t]
+            zs.append(z_prev)
+            xs.append(x_t)
+        return torch.stack(zs, dim=1), torch.stack(xs, dim=1)
+
+    def _posterior_rollout(self, x, mask, num_samples) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioned rollout of S samples for every sequence: z (S, B, T+1, Dz), x (S, B, T, Dx)."""
+        num_samples = check_positive_int(num_samples, "num_samples")
+        x, mask = self._prepare(x, mask)
+        batch, steps, dim = x.shape
+        x_rep = x.expand(num_samples, batch, steps, dim).reshape(-1, steps, dim)
+        mask_rep = mask.expand(num_samples, batch, steps, dim).reshape(-1, steps, dim)
+        z, x_read = self._rollout(x_rep, mask_rep, "conditioned")
+        return (
+            z.reshape(num_samples, batch, steps + 1, self.latent_dim),
+            x_read.reshape(num_samples, batch, steps, dim),
+        )
+
+    # ------------------------------------------------------------------ samplers
+    @torch.no_grad()
+    def sample(self, num_samples: int, num_steps: int) -> dict[str, torch.Tensor]:
+        """Free-running draws from the prior: {"x": (S, T, Dx), "z": (S, T+1, Dz)}."""
+        num_samples = check_positive_int(num_samples, "num_samples")
+        num_steps = check_positive_int(num_steps, "num_steps")
+        x = torch.zeros(num_samples, num_steps, self.obs_dim, dtype=self.dtype, device=self.device)
+        z, x_draw = self._rollout(x, torch.zeros_like(x, dtype=torch.bool), "generative")
+        return {"x": x_draw, "z": z}
+
+    @torch.no_grad()
+    def impute(self, x, mask=None, num_samples: int = 100) -> torch.Tensor:
+        """Fill missing entries of x (B, T, Dx) by filtering draws: (S, B, T, Dx).
+
+        Observed entries are returned unchanged; the values x holds at missing entries never
+        affect the output. Each missing entry is drawn from the model given the past.
+        """
+        return self._posterior_rollout(x, mask, num_samples)[1]
+
+    @torch.no_grad()
+    def forecast(self, x_context, horizon: int, num_samples: int = 100) -> torch.Tensor:
+        """Draws of the next ``horizon`` steps after x_context (B, Tc, Dx): (S, B, horizon, Dx).
+
+        Identical to :meth:`impute` on x_context followed by ``horizon`` missing steps.
+        """
+        horizon = check_positive_int(horizon, "horizon")
+        x_context = self._as_input(x_context, "x_context")
+        tail = torch.full(
+            (x_context.shape[0], horizon, self.obs_dim), float("nan"),
+            dtype=self.dtype, device=self.device,
+        )
+        return self.impute(torch.cat([x_context, tail], dim=1), None, num_samples)[:, :, -horizon:]
+
+    @torch.no_grad()
+    def infer_latents(self, x, mask=None, num_samples: int = 1) -> torch.Tensor:
+        """Latent paths drawn by the conditioned recursion given x (B, T, Dx): (S, B, T+1, Dz)."""
+        return self._posterior_rollout(x, mask, num_samples)[0]
+
+    def extra_repr(self) -> str:
+        alpha = f"{self.alpha_values[0]:.3g}" if self.alpha_is_constant else "schedule"
+        return (
+            f"obs_dim={self.obs_dim}, latent_dim={self.latent_dim}, "
+            f"sigma_x={self.sigma_x:.3g}, sigma_z={self.sigma_z:.3g}, "
+            f"alpha={alpha}, ftn_input={self.ftn_input!r}"
+        )
+
+
+def linear_recurrence(z0: torch.Tensor, decay: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
+    """Solve z_t = decay_t * z_{t-1} + drive_t for t = 1..T.
+
+    z0 (B, D), decay (T,), drive (B, T, D) -> z (B, T+1, D) including z0.
+    """
+    z_prev, zs = z0, [z0]
+    for t in range(drive.shape[1]):
+        z_prev = decay[t] * z_prev + drive[:, t]
+        zs.append(z_prev)
+    return torch.stack(zs, dim=1)
+
