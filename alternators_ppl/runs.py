@@ -1,0 +1,60 @@
+"""Run folders: staged writes, atomic JSON, and never overwriting a finished run by accident."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["RunFolderExistsError", "write_json", "stage_run_folder", "publish_run_folder"]
+
+
+class RunFolderExistsError(FileExistsError):
+    """The run folder exists and overwriting was not asked for."""
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as indented JSON atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def stage_run_folder(root, name: str, overwrite: bool = False) -> tuple[Path, Path]:
+    """Check that ``root/name`` may be written; return (final path, fresh staging folder).
+
+    The run is written into the staging folder (beside the final one) and moved into place by
+    :func:`publish_run_folder` only when it finished, so a failed run never touches an
+    existing folder. Raises :class:`RunFolderExistsError` if it exists and not ``overwrite``.
+    """
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"run name must be a plain folder name, got {name!r}")
+    final = Path(root) / name
+    if final.exists() and not overwrite:
+        raise RunFolderExistsError(f"run folder {final} exists; pass --overwrite or another --name")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=final.parent))
+    return final, staging
+
+
+def publish_run_folder(staging: Path, final: Path) -> Path:
+    """Move a finished staging folder to ``final``, replacing an old run only now."""
+    if final.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, retired / final.name)
+        os.replace(staging, final)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, final)
+    return final
