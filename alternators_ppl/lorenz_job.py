@@ -23,7 +23,12 @@ import pyro
 import torch
 
 from alternators_ppl import plots
-from alternators_ppl.evaluation import forecast_windows, score_forecasts, score_imputation, score_latents
+from alternators_ppl.evaluation import (
+    forecast_windows,
+    score_forecasts,
+    score_imputation,
+    score_latents,
+)
 from alternators_ppl.inference import fit
 from alternators_ppl.models import Alternator
 from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
@@ -71,25 +76,47 @@ class LorenzJobConfig:
     def quick(cls, **overrides) -> LorenzJobConfig:
         """A seconds-long smoke configuration (tiny data, few epochs): checks plumbing only."""
         small = dict(
-            num_train=8, num_val=4, num_test=4, num_steps=100, epochs=3, num_samples=20,
-            spike_steps=1500, decoder_epochs=3, decoder_batch_size=4,
+            num_train=8,
+            num_val=4,
+            num_test=4,
+            num_steps=100,
+            epochs=3,
+            num_samples=20,
+            spike_steps=1500,
+            decoder_epochs=3,
+            decoder_batch_size=4,
         )
         return replace(cls(), **{**small, **overrides})
 
 
 def _forecaster(cfg: LorenzJobConfig, device, run: Path):
     task = lorenz_forecasting_task(
-        num_train=cfg.num_train, num_val=cfg.num_val, num_test=cfg.num_test,
-        num_steps=cfg.num_steps, dt=cfg.dt, noise_std=cfg.noise_std, seed=cfg.seed,
+        num_train=cfg.num_train,
+        num_val=cfg.num_val,
+        num_test=cfg.num_test,
+        num_steps=cfg.num_steps,
+        dt=cfg.dt,
+        noise_std=cfg.noise_std,
+        seed=cfg.seed,
     )
     model = Alternator(
-        3, cfg.latent_dim, sigma_x=cfg.sigma_x, sigma_z=cfg.sigma_z, alpha=cfg.alpha,
+        3,
+        cfg.latent_dim,
+        sigma_x=cfg.sigma_x,
+        sigma_z=cfg.sigma_z,
+        alpha=cfg.alpha,
         hidden=(cfg.hidden, cfg.hidden),
     ).to(device)
     tic = time.perf_counter()
     history = fit(
-        model, task.x_train, x_val=task.x_val, epochs=cfg.epochs, lr=cfg.lr,
-        batch_size=cfg.batch_size, seed=cfg.seed, checkpoint_dir=run / "checkpoints" / "forecaster",
+        model,
+        task.x_train,
+        x_val=task.x_val,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        checkpoint_dir=run / "checkpoints" / "forecaster",
     )
     train_seconds = time.perf_counter() - tic
 
@@ -108,37 +135,66 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
     imputation = score_imputation(imputed, x_test, mask)
 
     tic = time.perf_counter()
-    free = model.sample(8, 1000)["x"]
+    free = model.sample(8, 1000)
     sample_seconds = time.perf_counter() - tic
+    with torch.no_grad():  # the noise-free part of each draw: sqrt(1 - sigma_x^2) f(z_{t-1})
+        free_mean = model.x_loc(free["z"][:, :-1])
     figures = run / "figures"
     to_units = task.scaler.inverse_transform
     plots.plot_attractor(
-        to_units(free.cpu().numpy()), to_units(task.states_test[:8]), figures / "attractor.png",
-        title="free-running Alternator samples vs held-out Lorenz trajectories",
+        to_units(free_mean.cpu().numpy()),
+        to_units(task.states_test[:8]),
+        figures / "attractor.png",
+        title="free-running Alternator (OTN mean of each draw) vs held-out Lorenz trajectories",
     )
-    plots.plot_forecast_fan(past[0], draws[:, 0], future[0], figures / "forecast_fan.png", dt=cfg.dt)
-    plots.plot_imputation(gappy[0], mask[0].unsqueeze(-1).expand(-1, 3), imputed[:, 0], x_test[0],
-                          figures / "imputation.png")
+    plots.plot_forecast_fan(
+        past[0], draws[:, 0], future[0], figures / "forecast_fan.png", dt=cfg.dt
+    )
+    plots.plot_imputation(
+        gappy[0],
+        mask[0].unsqueeze(-1).expand(-1, 3),
+        imputed[:, 0],
+        x_test[0],
+        figures / "imputation.png",
+    )
     plots.plot_loss(history.to_dict(), figures / "loss_forecaster.png")
-    timing = {"train_s": train_seconds, "forecast_s": forecast_seconds, "sample_8x1000_s": sample_seconds}
+    timing = {
+        "train_s": train_seconds,
+        "forecast_s": forecast_seconds,
+        "sample_8x1000_s": sample_seconds,
+    }
     return forecast, imputation, history, timing
 
 
 def _decoder(cfg: LorenzJobConfig, device, run: Path):
     task = lorenz_spikes_task(
-        num_neurons=cfg.num_neurons, mean_rate=cfg.mean_rate, num_steps=cfg.spike_steps,
-        dt=cfg.spike_dt, width=cfg.tuning_width, seed=cfg.seed,
+        num_neurons=cfg.num_neurons,
+        mean_rate=cfg.mean_rate,
+        num_steps=cfg.spike_steps,
+        dt=cfg.spike_dt,
+        width=cfg.tuning_width,
+        seed=cfg.seed,
     )
     num_val = max(1, len(task.x_train) // 7)  # the last train windows pick the best epoch
     model = Alternator(
-        cfg.num_neurons, 3, sigma_x=cfg.sigma_x, sigma_z=cfg.sigma_z, alpha=cfg.alpha,
+        cfg.num_neurons,
+        3,
+        sigma_x=cfg.sigma_x,
+        sigma_z=cfg.sigma_z,
+        alpha=cfg.alpha,
         hidden=(cfg.hidden, cfg.hidden),
     ).to(device)
     tic = time.perf_counter()
     history = fit(
-        model, task.x_train[:-num_val], task.z_train[:-num_val],
-        x_val=task.x_train[-num_val:], z_val=task.z_train[-num_val:],
-        epochs=cfg.decoder_epochs, lr=cfg.lr, batch_size=cfg.decoder_batch_size, seed=cfg.seed,
+        model,
+        task.x_train[:-num_val],
+        task.z_train[:-num_val],
+        x_val=task.x_train[-num_val:],
+        z_val=task.z_train[-num_val:],
+        epochs=cfg.decoder_epochs,
+        lr=cfg.lr,
+        batch_size=cfg.decoder_batch_size,
+        seed=cfg.seed,
         checkpoint_dir=run / "checkpoints" / "decoder",
     )
     train_seconds = time.perf_counter() - tic
@@ -156,8 +212,9 @@ def _decoder(cfg: LorenzJobConfig, device, run: Path):
     return latents, history, {"train_s": train_seconds}
 
 
-def run_lorenz_job(cfg: LorenzJobConfig, runs_dir="runs", name: str | None = None,
-                   overwrite: bool = False) -> tuple[Path, dict]:
+def run_lorenz_job(
+    cfg: LorenzJobConfig, runs_dir="runs", name: str | None = None, overwrite: bool = False
+) -> tuple[Path, dict]:
     """Run the job and write ``runs_dir/name`` (config.json, metrics.json, history.json,
     checkpoints/, figures/*.png); return (run folder, metrics)."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -168,22 +225,37 @@ def run_lorenz_job(cfg: LorenzJobConfig, runs_dir="runs", name: str | None = Non
     try:
         seed_everything(cfg.seed)
         tic = time.perf_counter()
-        write_json(run / "config.json", {
-            "job": "lorenz", **asdict(cfg),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "pyro": pyro.__version__, "numpy": np.__version__},
-        })
+        write_json(
+            run / "config.json",
+            {
+                "job": "lorenz",
+                **asdict(cfg),
+                "versions": {
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "pyro": pyro.__version__,
+                    "numpy": np.__version__,
+                },
+            },
+        )
         forecast, imputation, f_history, f_timing = _forecaster(cfg, device, run)
         latents, d_history, d_timing = _decoder(cfg, device, run)
         metrics = {
             "forecast": {"horizon": list(range(1, cfg.horizon + 1)), **forecast},
             "imputation": imputation,
             "latents": latents,
-            "timing": {"forecaster": f_timing, "decoder": d_timing,
-                       "total_s": time.perf_counter() - tic, "device": str(device)},
+            "timing": {
+                "forecaster": f_timing,
+                "decoder": d_timing,
+                "total_s": time.perf_counter() - tic,
+                "device": str(device),
+            },
         }
         write_json(run / "metrics.json", metrics)
-        write_json(run / "history.json", {"forecaster": f_history.to_dict(), "decoder": d_history.to_dict()})
+        write_json(
+            run / "history.json",
+            {"forecaster": f_history.to_dict(), "decoder": d_history.to_dict()},
+        )
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)
         raise
@@ -193,23 +265,28 @@ def run_lorenz_job(cfg: LorenzJobConfig, runs_dir="runs", name: str | None = Non
 def format_summary(metrics: dict) -> str:
     """A short plain-text table of the held-out results."""
     fc = metrics["forecast"]
-    lines = ["held-out forecasts (standardised units)",
-             "  h   CRPS  persist  climat   RMSE  persist  cover90"]
+    lines = [
+        "held-out forecasts (standardised units)",
+        "  h   CRPS  persist  climat   RMSE  persist  cover90",
+    ]
     for h in sorted({1, 5, 10, 15, 20} & set(fc["horizon"])):
         i = h - 1
         lines.append(
             f"{h:3d} {fc['crps'][i]:6.3f} {fc['persistence_crps'][i]:8.3f} "
-            f"{fc['climatology_crps'][i]:7.3f} {fc['rmse'][i]:6.3f} {fc['persistence_rmse'][i]:8.3f} "
-            f"{fc['coverage_90'][i]:8.3f}"
+            f"{fc['climatology_crps'][i]:7.3f} {fc['rmse'][i]:6.3f} "
+            f"{fc['persistence_rmse'][i]:8.3f} {fc['coverage_90'][i]:8.3f}"
         )
     imp = metrics["imputation"]
     lines.append(
         f"imputation of {imp['missing_fraction']:.0%} missing steps: RMSE {imp['rmse']:.3f} "
-        f"(linear interpolation {imp['linear_interpolation_rmse']:.3f}), cover90 {imp['coverage_90']:.3f}"
+        f"(linear interpolation {imp['linear_interpolation_rmse']:.3f}), "
+        f"cover90 {imp['coverage_90']:.3f}"
     )
     lat = metrics["latents"]
     r2 = ", ".join(f"{v:.3f}" for v in lat["r2"])
     cover = ", ".join(f"{v:.3f}" for v in lat["coverage_90"])
     lines.append(f"latents from spikes (held-out span): R^2 [{r2}], cover90 [{cover}]")
-    lines.append(f"total time {metrics['timing']['total_s']:.1f} s on {metrics['timing']['device']}")
+    lines.append(
+        f"total time {metrics['timing']['total_s']:.1f} s on {metrics['timing']['device']}"
+    )
     return "\n".join(lines)

@@ -44,7 +44,9 @@ def check_sequences(x: torch.Tensor, name: str, feature_dim: int | None = None) 
     if steps == 0:
         raise ValueError(f"{name} has no time steps: shape {tuple(x.shape)}, expected T >= 1")
     if feature_dim is not None and dim != feature_dim:
-        raise ValueError(f"{name} has feature dim {dim} (shape {tuple(x.shape)}), expected {feature_dim}")
+        raise ValueError(
+            f"{name} has feature dim {dim} (shape {tuple(x.shape)}), expected {feature_dim}"
+        )
     if torch.isinf(x).any():
         raise ValueError(f"{name} contains inf values; use NaN or a mask for missing entries")
 
@@ -68,7 +70,8 @@ def check_mask(mask, x: torch.Tensor, name: str = "mask") -> torch.Tensor:
         mask = mask.unsqueeze(-1).expand(x.shape)
     elif mask.shape != x.shape:
         raise ValueError(
-            f"{name} has shape {tuple(mask.shape)}, expected {tuple(x.shape[:2])} or {tuple(x.shape)}"
+            f"{name} has shape {tuple(mask.shape)}, "
+            f"expected {tuple(x.shape[:2])} or {tuple(x.shape)}"
         )
     if (mask & ~finite).any():
         raise ValueError(f"x has NaN entries where {name} marks them observed")

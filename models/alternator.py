@@ -117,7 +117,9 @@ class Alternator(PyroModule):
         if self.alpha_is_constant:
             values = values * num_steps
         elif num_steps > len(values):
-            raise ValueError(f"sequence has {num_steps} steps but the alpha schedule has {len(values)}")
+            raise ValueError(
+                f"sequence has {num_steps} steps but the alpha schedule has {len(values)}"
+            )
         return torch.tensor(values[:num_steps], dtype=self.dtype, device=self.device)
 
     def x_loc(self, z_prev: torch.Tensor) -> torch.Tensor:
@@ -287,7 +289,7 @@ class Alternator(PyroModule):
         return torch.stack(zs, dim=1), torch.stack(xs, dim=1)
 
     def _posterior_rollout(self, x, mask, num_samples) -> tuple[torch.Tensor, torch.Tensor]:
-        """Conditioned rollout of S samples for every sequence: z (S, B, T+1, Dz), x (S, B, T, Dx)."""
+        """Conditioned rollout of S samples per sequence: z (S, B, T+1, Dz), x (S, B, T, Dx)."""
         num_samples = check_positive_int(num_samples, "num_samples")
         x, mask = self._prepare(x, mask)
         batch, steps, dim = x.shape
@@ -327,8 +329,10 @@ class Alternator(PyroModule):
         horizon = check_positive_int(horizon, "horizon")
         x_context = self._as_input(x_context, "x_context")
         tail = torch.full(
-            (x_context.shape[0], horizon, self.obs_dim), float("nan"),
-            dtype=self.dtype, device=self.device,
+            (x_context.shape[0], horizon, self.obs_dim),
+            float("nan"),
+            dtype=self.dtype,
+            device=self.device,
         )
         return self.impute(torch.cat([x_context, tail], dim=1), None, num_samples)[:, :, -horizon:]
 
@@ -356,4 +360,3 @@ def linear_recurrence(z0: torch.Tensor, decay: torch.Tensor, drive: torch.Tensor
         z_prev = decay[t] * z_prev + drive[:, t]
         zs.append(z_prev)
     return torch.stack(zs, dim=1)
-

@@ -5,10 +5,9 @@ import math
 import pyro
 import pytest
 import torch
+from alternators_ppl.models import Alternator
 from pyro import poutine
 from torch import nn
-
-from alternators_ppl.models import Alternator
 
 
 def make_model(obs_dim=3, latent_dim=2, alpha=0.3, **kwargs):
@@ -34,7 +33,9 @@ def trace_log_density(model, x, z, mask):
     )
 
 
-@pytest.mark.parametrize("batch,steps,obs_dim,latent_dim", [(1, 1, 1, 1), (4, 7, 3, 2), (3, 12, 5, 4)])
+@pytest.mark.parametrize(
+    "batch,steps,obs_dim,latent_dim", [(1, 1, 1, 1), (4, 7, 3, 2), (3, 12, 5, 4)]
+)
 @pytest.mark.parametrize("mask_kind", [None, "steps", "entries"])
 @pytest.mark.parametrize("alpha", [0.3, "schedule"])
 def test_log_joint_equals_pyro_trace(batch, steps, obs_dim, latent_dim, mask_kind, alpha):
@@ -49,7 +50,9 @@ def test_log_joint_equals_pyro_trace(batch, steps, obs_dim, latent_dim, mask_kin
 
 
 def test_log_joint_closed_form_for_linear_networks():
-    model = Alternator(2, 2, sigma_x=0.5, sigma_z=0.2, alpha=0.4, otn=nn.Identity(), ftn=nn.Identity())
+    model = Alternator(
+        2, 2, sigma_x=0.5, sigma_z=0.2, alpha=0.4, otn=nn.Identity(), ftn=nn.Identity()
+    )
     model = model.double()
     x = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
     z = torch.tensor([[[0.5, 0.0], [0.2, 0.3]]], dtype=torch.float64)
@@ -105,8 +108,12 @@ def test_loss_scores_the_path_the_sampler_draws(ftn_input):
     mask = torch.ones_like(x, dtype=torch.bool)
     z, x_ftn = model._rollout(x, mask, ftn_input)
     assert loss.item() == pytest.approx(model.path_loss(x, z, x_ftn=x_ftn).mean().item() / 8)
-    if ftn_input == "conditioned":  # the z-term is sigma_x^2 ||z_t - mean||^2 = sigma_x^2 sigma_z^2 ||eps||^2
-        z_term = model.path_loss(x, z) - model.sigma_z**2 * ((x - model.x_loc(z[:, :-1])) ** 2).sum((1, 2))
+    if (
+        ftn_input == "conditioned"
+    ):  # the z-term is sigma_x^2 ||z_t - mean||^2 = sigma_x^2 sigma_z^2 ||eps||^2
+        z_term = model.path_loss(x, z) - model.sigma_z**2 * ((x - model.x_loc(z[:, :-1])) ** 2).sum(
+            (1, 2)
+        )
         pyro.set_rng_seed(5)
         torch.randn(4, 2, dtype=torch.float64), torch.randn_like(x)
         eps = torch.randn(4, 8, 2, dtype=torch.float64)
@@ -288,7 +295,12 @@ def test_invalid_dims():
         ([[1.0]], None, TypeError, "torch.Tensor or numpy"),
         (torch.randn(2, 4, 3), torch.ones(2, 5, dtype=torch.bool), ValueError, "mask has shape"),
         (torch.randn(2, 4, 3), torch.ones(2, 4), TypeError, "bool"),
-        (torch.full((2, 4, 3), float("nan")), torch.ones(2, 4, dtype=torch.bool), ValueError, "NaN"),
+        (
+            torch.full((2, 4, 3), float("nan")),
+            torch.ones(2, 4, dtype=torch.bool),
+            ValueError,
+            "NaN",
+        ),
     ],
 )
 def test_bad_input_is_named(x, mask, error, match):
