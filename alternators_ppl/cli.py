@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from alternators_ppl.lorenz_job import LorenzJobConfig, format_summary, run_lorenz_job
-from alternators_ppl.runs import RunFolderExistsError
 
 __all__ = ["main", "build_parser"]
 
@@ -21,10 +20,20 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def _run_name(text: str) -> str:
+    # an empty --name would otherwise silently fall back to the timestamped default
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     lorenz = commands.add_parser(
         "lorenz", help="train and evaluate Alternators on Lorenz-63; write runs/<name>/"
     )
-    lorenz.add_argument("--name", help="run folder name (default: lorenz-<timestamp>)")
+    lorenz.add_argument(
+        "--name", type=_run_name, help="run folder name (default: lorenz-<timestamp>)"
+    )
     lorenz.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     lorenz.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     lorenz.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -46,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 bad arguments or input)."""
+    """Entry point; returns the exit status (0 ok, 2 bad arguments, input or file system).
+
+    Every error is reported as one line on stderr.
+    """
     args = build_parser().parse_args(argv)
     overrides = {"seed": args.seed, "device": args.device}
     if args.epochs is not None:
@@ -56,7 +70,7 @@ def main(argv=None) -> int:
     cfg = LorenzJobConfig.quick(**overrides) if args.quick else LorenzJobConfig(**overrides)
     try:
         run, metrics = run_lorenz_job(cfg, args.runs_dir, args.name, args.overwrite)
-    except (ValueError, TypeError, RunFolderExistsError, RuntimeError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError) as error:  # OSError: run folder, disk
         print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)
         return 2
     print(format_summary(metrics))

@@ -15,12 +15,20 @@ class RunFolderExistsError(FileExistsError):
     """The run folder exists and overwriting was not asked for."""
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json(path, data) -> Path:
     """Write ``data`` as indented JSON atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2, sort_keys=False)
             handle.write("\n")
@@ -45,15 +53,29 @@ def stage_run_folder(root, name: str, overwrite: bool = False) -> tuple[Path, Pa
         raise RunFolderExistsError(f"run folder {final} exists; pass --overwrite or another --name")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=final.parent))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the run gets the usual mode
     return final, staging
 
 
 def publish_run_folder(staging: Path, final: Path) -> Path:
-    """Move a finished staging folder to ``final``, replacing an old run only now."""
-    if final.exists():
+    """Move a finished staging folder to ``final``, replacing an old run only now.
+
+    If the move fails, an old run is put back where it was and the error is raised.
+    """
+    if final.exists() or final.is_symlink():
         retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-        os.replace(final, retired / final.name)
-        os.replace(staging, final)
+        old = retired / final.name
+        try:
+            os.replace(final, old)
+        except BaseException:
+            retired.rmdir()
+            raise
+        try:
+            os.replace(staging, final)
+        except BaseException:
+            os.replace(old, final)  # put the old run back before reporting the failure
+            retired.rmdir()
+            raise
         shutil.rmtree(retired)
     else:
         os.replace(staging, final)

@@ -1,5 +1,6 @@
 """Model programs: the Alternator and its variants (installed as ``alternators_ppl.models``)."""
 
-from alternators_ppl.models.alternator import FTN_INPUTS, Alternator, linear_recurrence
+from alternators_ppl.models.alternator import FTN_INPUTS, Alternator
+from alternators_ppl.models.recurrence import linear_recurrence
 
 __all__ = ["Alternator", "FTN_INPUTS", "linear_recurrence"]

@@ -28,6 +28,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from alternators_ppl.models.recurrence import linear_recurrence
 from alternators_ppl.networks import MLP
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -254,14 +255,38 @@ class Alternator(PyroModule):
         return self.path_loss(x_filled, z, mask, x_ftn=x_ftn).sum() / x.shape[0] / x.shape[1]
 
     # ------------------------------------------------------------------ the recursion
-    def _rollout(
-        self, x: torch.Tensor, mask: torch.Tensor, ftn_input: str, z_target=None
+    def rollout(
+        self, x, mask=None, ftn_input: str | None = None, z_target=None, parallel: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw z_{0:T} (B, T+1, Dz) by alternating; return it with the x the FTN read (B, T, Dx).
+        """Draw a latent path by alternating, with gradients: (z (B, T+1, Dz), x_read (B, T, Dx)).
 
-        The random numbers are drawn up front in a fixed order (z_0, x noise, z noise), so the
-        fast path (x fully observed: one batched FTN call and a linear recurrence) and the
-        step-by-step path give the same draws for the same seed.
+        ``x_read`` is what the FTN read (observed data, or the model's draws where missing, or
+        draws everywhere for ``ftn_input="generative"``; default: the model's ``ftn_input``).
+        With ``z_target`` (B, T, Dz) the path is (z_0, z_target). ``parallel=False`` runs the
+        plain step-by-step recursion (the reference); both give the same path for one seed.
+        """
+        ftn_input = self.ftn_input if ftn_input is None else ftn_input
+        if ftn_input not in FTN_INPUTS:
+            raise ValueError(f"ftn_input must be one of {FTN_INPUTS}, got {ftn_input!r}")
+        x, mask = self._prepare(x, mask)
+        if z_target is not None:
+            z_target = self._check_z_target(z_target, x)
+        return self._rollout(x, mask, ftn_input, z_target, parallel)
+
+    def _rollout(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        ftn_input: str,
+        z_target=None,
+        parallel: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`rollout` on checked inputs.
+
+        The random numbers are drawn up front in a fixed order (z_0, x noise, z noise). In the
+        parallel path the FTN reads all observed x_t in one batched call and runs of fully
+        observed steps are solved by :func:`linear_recurrence`'s scan; only steps with a
+        missing entry (in any sequence) need the OTN's draw and step one at a time.
         """
         batch, steps, _ = x.shape
         alpha = self.alpha_schedule(steps)
@@ -275,18 +300,31 @@ class Alternator(PyroModule):
             z = torch.cat([z0.unsqueeze(1), z_target], dim=1)
             x_draw = self.x_loc(z[:, :-1]) + eps_x
             return z, torch.where(mask, x, x_draw) if conditioned else x_draw
-        if conditioned and bool(mask.all()):
+        decay = torch.sqrt(1 - alpha - self.sigma_z**2)
+        if parallel and conditioned:
+            stepwise = (~mask).any(dim=2).any(dim=0).tolist()  # one host sync per rollout
             drive = torch.sqrt(alpha).unsqueeze(-1) * self.ftn(x) + eps_z
-            decay = torch.sqrt(1 - alpha - self.sigma_z**2)
-            return linear_recurrence(z0, decay, drive), x
-        z_prev, zs, xs = z0, [z0], []
-        for t in range(steps):
-            x_draw = self.x_loc(z_prev) + eps_x[:, t]
-            x_t = torch.where(mask[:, t], x[:, t], x_draw) if conditioned else x_draw
-            z_prev = self.z_loc(x_t, z_prev, alpha[t]) + eps_z[:, t]
-            zs.append(z_prev)
-            xs.append(x_t)
-        return torch.stack(zs, dim=1), torch.stack(xs, dim=1)
+        else:
+            stepwise = [True] * steps
+        z_prev, zs, xs, t = z0, [z0.unsqueeze(1)], [], 0
+        while t < steps:
+            if stepwise[t]:
+                x_draw = self.x_loc(z_prev) + eps_x[:, t]
+                x_t = torch.where(mask[:, t], x[:, t], x_draw) if conditioned else x_draw
+                z_prev = self.z_loc(x_t, z_prev, alpha[t]) + eps_z[:, t]
+                zs.append(z_prev.unsqueeze(1))
+                xs.append(x_t.unsqueeze(1))
+                t += 1
+                continue
+            end = t + 1
+            while end < steps and not stepwise[end]:
+                end += 1
+            segment = linear_recurrence(z_prev, decay[t:end], drive[:, t:end])[:, 1:]
+            z_prev = segment[:, -1]
+            zs.append(segment)
+            xs.append(x[:, t:end])
+            t = end
+        return torch.cat(zs, dim=1), torch.cat(xs, dim=1)
 
     def _posterior_rollout(self, x, mask, num_samples) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditioned rollout of S samples per sequence: z (S, B, T+1, Dz), x (S, B, T, Dx)."""
@@ -348,15 +386,3 @@ class Alternator(PyroModule):
             f"sigma_x={self.sigma_x:.3g}, sigma_z={self.sigma_z:.3g}, "
             f"alpha={alpha}, ftn_input={self.ftn_input!r}"
         )
-
-
-def linear_recurrence(z0: torch.Tensor, decay: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
-    """Solve z_t = decay_t * z_{t-1} + drive_t for t = 1..T.
-
-    z0 (B, D), decay (T,), drive (B, T, D) -> z (B, T+1, D) including z0.
-    """
-    z_prev, zs = z0, [z0]
-    for t in range(drive.shape[1]):
-        z_prev = decay[t] * z_prev + drive[:, t]
-        zs.append(z_prev)
-    return torch.stack(zs, dim=1)

@@ -5,9 +5,10 @@ import math
 import pyro
 import pytest
 import torch
-from alternators_ppl.models import Alternator
 from pyro import poutine
 from torch import nn
+
+from alternators_ppl.models import Alternator
 
 
 def make_model(obs_dim=3, latent_dim=2, alpha=0.3, **kwargs):
@@ -106,7 +107,7 @@ def test_loss_scores_the_path_the_sampler_draws(ftn_input):
     loss = model.loss(x)
     pyro.set_rng_seed(5)
     mask = torch.ones_like(x, dtype=torch.bool)
-    z, x_ftn = model._rollout(x, mask, ftn_input)
+    z, x_ftn = model.rollout(x, mask)
     assert loss.item() == pytest.approx(model.path_loss(x, z, x_ftn=x_ftn).mean().item() / 8)
     if (
         ftn_input == "conditioned"
@@ -121,18 +122,31 @@ def test_loss_scores_the_path_the_sampler_draws(ftn_input):
         assert torch.allclose(z_term, expected, rtol=1e-10)
 
 
-def test_fast_path_equals_step_by_step_recursion():
-    model = make_model(alpha=torch.linspace(0.2, 0.5, 10).tolist())
-    x = torch.randn(3, 10, 3, dtype=torch.float64)
-    all_observed = torch.ones_like(x, dtype=torch.bool)
-    last_missing = all_observed.clone()
-    last_missing[:, -1] = False  # forces the step-by-step branch; z_0..z_9 do not depend on x_10
-    pyro.set_rng_seed(7)
-    z_fast, _ = model._rollout(x, all_observed, "conditioned")
-    pyro.set_rng_seed(7)
-    z_loop, _ = model._rollout(x, last_missing, "conditioned")
-    assert torch.allclose(z_fast[:, :-1], z_loop[:, :-1], rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(z_fast[:, -1], z_loop[:, -1])
+@pytest.mark.parametrize("mask_kind", [None, "steps", "entries", "tail"])
+@pytest.mark.parametrize("ftn_input", ["conditioned", "generative"])
+def test_parallel_rollout_equals_step_by_step_reference(mask_kind, ftn_input):
+    model = make_model(alpha=[0.2 + 0.01 * t for t in range(40)])
+    x = torch.randn(3, 40, 3, dtype=torch.float64, requires_grad=True)
+    if mask_kind == "tail":
+        mask = torch.ones(3, 40, dtype=torch.bool)
+        mask[:, 30:] = False
+    else:
+        mask = None if mask_kind is None else random_mask(3, 40, 3, mask_kind == "entries")
+    paths = []
+    for parallel in (True, False):
+        pyro.set_rng_seed(7)
+        z, x_read = model.rollout(x, mask, ftn_input=ftn_input, parallel=parallel)
+        inputs = [x, *model.parameters()]
+        grads = torch.autograd.grad(z.square().sum() + x_read.sum(), inputs, allow_unused=True)
+        grads = [
+            torch.zeros_like(i) if g is None else g for i, g in zip(inputs, grads, strict=True)
+        ]
+        paths.append((z, x_read, grads))
+    (z_par, x_par, g_par), (z_seq, x_seq, g_seq) = paths
+    assert torch.allclose(z_par, z_seq, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(x_par, x_seq, rtol=1e-10, atol=1e-12)
+    for got, want in zip(g_par, g_seq, strict=True):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
 
 
 def test_loss_and_gradients_equal_a_plain_step_by_step_reference():
@@ -231,6 +245,15 @@ def test_long_rollout_stays_finite_and_bounded():
     draws = model.sample(4, 5000)
     assert torch.isfinite(draws["x"]).all() and torch.isfinite(draws["z"]).all()
     assert draws["z"].abs().max() < 100
+
+
+@pytest.mark.slow
+def test_hundred_thousand_step_rollouts_stay_finite():
+    model = Alternator(3, 2, hidden=(16,))
+    draws = model.sample(2, 100_000)
+    assert torch.isfinite(draws["x"]).all() and draws["z"].abs().max() < 100
+    z = model.infer_latents(draws["x"], num_samples=2)
+    assert z.shape == (2, 2, 100_001, 2) and torch.isfinite(z).all()
 
 
 def test_user_modules_are_accepted():
