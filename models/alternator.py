@@ -240,17 +240,18 @@ class Alternator(PyroModule):
         z_err = ((z[:, 1:] - self.z_loc(x_ftn, z[:, :-1], alpha)) ** 2).sum((1, 2))
         return self.sigma_z**2 * x_err + self.sigma_x**2 * z_err
 
-    def loss(self, x, mask=None, z_target=None) -> torch.Tensor:
+    def loss(self, x, mask=None, z_target=None, parallel: bool = True) -> torch.Tensor:
         """Eq. 12 (scaled by 2 sigma_x^2 sigma_z^2), averaged over sequences and time steps.
 
         z_{0:T} is drawn by alternating (reparameterised, so gradients flow through the path);
         the FTN reads what ``ftn_input`` says. With ``z_target`` (B, T, Dz) the latent path is
         the observed one (sequence-to-sequence use) and z_0 is drawn from the prior.
+        ``parallel=False`` draws the path step by step (the reference; same value and gradients).
         """
         x, mask = self._prepare(x, mask)
         if z_target is not None:
             z_target = self._check_z_target(z_target, x)
-        z, x_ftn = self._rollout(x, mask, self.ftn_input, z_target)
+        z, x_ftn = self._rollout(x, mask, self.ftn_input, z_target, parallel)
         x_filled = torch.where(mask, x, x_ftn)
         return self.path_loss(x_filled, z, mask, x_ftn=x_ftn).sum() / x.shape[0] / x.shape[1]
 

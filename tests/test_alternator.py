@@ -171,6 +171,8 @@ def test_loss_and_gradients_equal_a_plain_step_by_step_reference():
     reference = total / 2 / 6
     slow = torch.autograd.grad(reference, list(model.parameters()))
     assert loss.item() == pytest.approx(reference.item(), rel=1e-10)
+    pyro.set_rng_seed(11)
+    assert model.loss(x, parallel=False).item() == pytest.approx(reference.item(), rel=1e-10)
     for got, want in zip(fast, slow, strict=True):
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
 
