@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from alternators_ppl import metrics
+from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "forecast_windows",
@@ -27,6 +28,9 @@ def forecast_windows(x: torch.Tensor, context: int, horizon: int, stride: int):
 
     Returns (x_context (N, context, D), x_future (N, horizon, D)), N = B * origins.
     """
+    context = check_positive_int(context, "context")
+    horizon = check_positive_int(horizon, "horizon")
+    stride = check_positive_int(stride, "stride")
     steps = x.shape[1]
     origins = list(range(context, steps - horizon + 1, stride))
     if not origins:
@@ -43,13 +47,17 @@ def persistence_forecast(x_context: torch.Tensor, horizon: int) -> torch.Tensor:
     return x_context[:, -1:].expand(-1, horizon, -1)
 
 
-def climatology_samples(x_train: torch.Tensor, shape: tuple[int, ...], num_samples: int, generator=None):
+def climatology_samples(
+    x_train: torch.Tensor, shape: tuple[int, ...], num_samples: int, generator=None
+):
     """Draws from the training marginal (every observed train vector equally likely).
 
     x_train (B, T, D) (NaN rows skipped) -> samples (S, *shape) with shape (..., D).
     """
     pool = x_train.reshape(-1, x_train.shape[-1])
     pool = pool[torch.isfinite(pool).all(-1)]
+    if len(pool) == 0:
+        raise ValueError(f"x_train (shape {tuple(x_train.shape)}) has no fully observed step")
     count = int(np.prod(shape[:-1])) * num_samples
     index = torch.randint(len(pool), (count,), generator=generator, device="cpu").to(pool.device)
     return pool[index].reshape(num_samples, *shape)
@@ -68,7 +76,9 @@ def linear_interpolation(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not seen.any():
             raise ValueError(f"sequence {b} has no observed step to interpolate from")
         known = x[b, seen.to(x.device)].double().cpu().numpy()
-        filled = [np.interp(steps.numpy(), steps[seen].numpy(), known[:, d]) for d in range(x.shape[2])]
+        filled = [
+            np.interp(steps.numpy(), steps[seen].numpy(), known[:, d]) for d in range(x.shape[2])
+        ]
         out[b] = torch.as_tensor(np.stack(filled, -1), dtype=x.dtype, device=x.device)
     return out
 

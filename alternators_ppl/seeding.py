@@ -40,7 +40,10 @@ def restore_rng_state(state: dict) -> None:
     np.random.set_state(
         {
             "bit_generator": "MT19937",
-            "state": {"key": state["numpy_key"].numpy().astype(np.uint32), "pos": state["numpy_pos"]},
+            "state": {
+                "key": state["numpy_key"].numpy().astype(np.uint32),
+                "pos": state["numpy_pos"],
+            },
             "has_gauss": has_gauss,
             "gauss": gauss,
         }

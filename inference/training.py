@@ -12,9 +12,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from alternators_ppl.seeding import seed_everything
-from alternators_ppl.validation import as_float_tensor, check_mask, check_positive_int, check_sequences
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
+from alternators_ppl.seeding import seed_everything
+from alternators_ppl.validation import (
+    as_float_tensor,
+    check_mask,
+    check_positive_int,
+    check_sequences,
+)
 
 __all__ = ["fit", "History", "NonFiniteLossError", "warmup_cosine"]
 
@@ -39,7 +44,9 @@ class History:
         return asdict(self)
 
 
-def warmup_cosine(epochs: int, warmup_epochs: int, lr: float, lr_min: float) -> Callable[[int], float]:
+def warmup_cosine(
+    epochs: int, warmup_epochs: int, lr: float, lr_min: float
+) -> Callable[[int], float]:
     """Multiplier of ``lr`` at epoch e: linear warm-up to 1, then cosine decay to lr_min / lr."""
     floor = lr_min / lr
 
@@ -61,14 +68,20 @@ def _check_data(model, x, z, mask, x_name: str, z_name: str, device):
         z = as_float_tensor(z, z_name, device=device, dtype=model.dtype)
         expected = (x.shape[0], x.shape[1], model.latent_dim)
         if tuple(z.shape) != expected:
-            raise ValueError(f"{z_name} has shape {tuple(z.shape)}, expected (B, T, Dz) = {expected}")
+            raise ValueError(
+                f"{z_name} has shape {tuple(z.shape)}, expected (B, T, Dz) = {expected}"
+            )
         if not torch.isfinite(z).all():
             raise ValueError(f"{z_name} contains NaN or inf values")
     return x, z, mask
 
 
-def _batch_loss(model, x, z, mask, index):
-    return model.loss(x[index], mask[index], None if z is None else z[index])
+def _default_loss(model, x, mask, z):
+    return model.loss(x, mask, z)
+
+
+def _batch_loss(loss_fn, model, x, z, mask, index):
+    return loss_fn(model, x[index], mask[index], None if z is None else z[index])
 
 
 def fit(
@@ -92,6 +105,7 @@ def fit(
     clip_norm: float = 10.0,
     resume: bool = False,
     callback: Callable[[int, History], bool | None] | None = None,
+    loss_fn: Callable | None = None,
 ) -> History:
     """Train ``model`` by its Eq. 12 loss (``model.loss``) with Adam; return the :class:`History`.
 
@@ -105,6 +119,8 @@ def fit(
     after every epoch, and ``resume=True`` continues from ``last.pt`` exactly (weights,
     optimiser, schedule, random state). ``callback(epoch, history)`` runs after each epoch;
     returning True stops training. A non-finite loss raises :class:`NonFiniteLossError`.
+    ``loss_fn(model, x, mask, z_target) -> scalar`` replaces ``model.loss`` (for example
+    :func:`~alternators_ppl.inference.trace_loss` or a variant's objective).
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -121,9 +137,17 @@ def fit(
     if device is not None:
         model.to(device)
     device = model.device
-    x_train, z_train, mask_train = _check_data(model, x_train, z_train, mask_train, "x_train", "z_train", device)
+    x_train, z_train, mask_train = _check_data(
+        model, x_train, z_train, mask_train, "x_train", "z_train", device
+    )
     if x_val is not None:
-        x_val, z_val, mask_val = _check_data(model, x_val, z_val, mask_val, "x_val", "z_val", device)
+        x_val, z_val, mask_val = _check_data(
+            model, x_val, z_val, mask_val, "x_val", "z_val", device
+        )
+    if loss_fn is None:
+        loss_fn = _default_loss
+    elif not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if seed is not None:
         seed_everything(seed)
 
@@ -144,9 +168,14 @@ def fit(
 
     num_train = x_train.shape[0]
     bar = tqdm(
-        range(start, epochs), initial=start, total=epochs, desc="fit", unit="epoch",
+        range(start, epochs),
+        initial=start,
+        total=epochs,
+        desc="fit",
+        unit="epoch",
         disable=not progress or not sys.stderr.isatty(),
     )
+    where = "" if ckpt_dir is None else f"; last good checkpoint: {ckpt_dir / 'last.pt'}"
     for epoch in bar:
         tic = time.perf_counter()
         model.train()
@@ -154,15 +183,20 @@ def fit(
         total, count = 0.0, 0
         for begin in range(0, num_train, batch_size):
             index = order[begin : begin + batch_size]
-            loss = _batch_loss(model, x_train, z_train, mask_train, index)
+            loss = _batch_loss(loss_fn, model, x_train, z_train, mask_train, index)
             if not torch.isfinite(loss):
-                where = "" if ckpt_dir is None else f"; last good checkpoint: {ckpt_dir / 'last.pt'}"
                 raise NonFiniteLossError(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, batch {begin // batch_size + 1}{where}"
+                    f"loss is {loss.item()} at epoch {epoch + 1}, "
+                    f"batch {begin // batch_size + 1}{where}"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
+            if not torch.isfinite(grad_norm):  # a step would write NaN weights (and checkpoints)
+                raise NonFiniteLossError(
+                    f"gradient norm is {grad_norm.item()} at epoch {epoch + 1}, "
+                    f"batch {begin // batch_size + 1}{where}"
+                )
             optimizer.step()
             total += loss.item() * len(index)
             count += len(index)
@@ -171,7 +205,9 @@ def fit(
         history.train_loss.append(total / count)
         score = history.train_loss[-1]
         if x_val is not None:
-            score = validation_loss(model, x_val, z_val, mask_val, batch_size, val_seed)
+            score = validation_loss(model, x_val, z_val, mask_val, batch_size, val_seed, loss_fn)
+            if not math.isfinite(score):
+                raise NonFiniteLossError(f"validation loss is {score} at epoch {epoch + 1}{where}")
             history.val_loss.append(score)
         history.epoch_seconds.append(time.perf_counter() - tic)
         improved = history.best_loss is None or score < history.best_loss
@@ -179,10 +215,16 @@ def fit(
             history.best_epoch, history.best_loss = epoch + 1, score
         if ckpt_dir is not None:
             if improved:
-                save_checkpoint(ckpt_dir / "best.pt", model, epoch=epoch + 1, history=history.to_dict())
+                save_checkpoint(
+                    ckpt_dir / "best.pt", model, epoch=epoch + 1, history=history.to_dict()
+                )
             save_checkpoint(
-                ckpt_dir / "last.pt", model, optimizer, scheduler,
-                epoch=epoch + 1, history=history.to_dict(),
+                ckpt_dir / "last.pt",
+                model,
+                optimizer,
+                scheduler,
+                epoch=epoch + 1,
+                history=history.to_dict(),
             )
         bar.set_postfix(loss=f"{history.train_loss[-1]:.4g}", val=f"{score:.4g}")
         if improved:
@@ -198,14 +240,15 @@ def fit(
 
 
 @torch.no_grad()
-def validation_loss(model, x, z, mask, batch_size: int, seed: int) -> float:
+def validation_loss(model, x, z, mask, batch_size: int, seed: int, loss_fn=None) -> float:
     """Mean Eq. 12 loss over (B, T, Dx) data with noise drawn from ``seed`` (the global RNG
     stream is left untouched), so values are comparable across epochs."""
+    loss_fn = _default_loss if loss_fn is None else loss_fn
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         total = 0.0
         for begin in range(0, x.shape[0], batch_size):
             index = torch.arange(begin, min(begin + batch_size, x.shape[0]), device=x.device)
-            total += _batch_loss(model, x, z, mask, index).item() * len(index)
+            total += _batch_loss(loss_fn, model, x, z, mask, index).item() * len(index)
     return total / x.shape[0]
