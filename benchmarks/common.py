@@ -1,0 +1,54 @@
+"""Shared benchmark plumbing: one thread, timing medians, peak memory, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+
+import torch  # noqa: E402
+
+__all__ = ["single_thread", "time_call", "peak_rss_bytes", "emit", "synchronize"]
+
+
+def single_thread() -> None:
+    """One intra-op thread (the machines here are 2 shared cores)."""
+    torch.set_num_threads(1)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work so that wall times are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, repeats: int, warmup: int = 1, device=torch.device("cpu")) -> dict:
+    """Median and min wall time (seconds) of ``fn()`` over ``repeats`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - tic)
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def emit(record: dict) -> None:
+    """Print one JSON record on stdout (the runner reads the last line)."""
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
