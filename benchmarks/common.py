@@ -23,13 +23,13 @@ def single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device | None) -> None:
     """Wait for queued CUDA work so that wall times are real."""
-    if device.type == "cuda":
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, repeats: int, warmup: int = 1, device=torch.device("cpu")) -> dict:
+def time_call(fn, repeats: int, warmup: int = 1, device: torch.device | None = None) -> dict:
     """Median and min wall time (seconds) of ``fn()`` over ``repeats`` after ``warmup`` calls."""
     for _ in range(warmup):
         fn()

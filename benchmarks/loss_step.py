@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.common import emit, peak_rss_bytes, single_thread, time_call
+import torch
 
-import torch  # noqa: I001  (after common: it sets the XLA thread flags)
+from benchmarks.common import emit, peak_rss_bytes, single_thread, time_call
 
 
 def torch_step(path: str, batch: int, steps: int, device: torch.device):

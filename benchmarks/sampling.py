@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.common import emit, single_thread, time_call
+import torch
 
-import torch  # noqa: I001
+from benchmarks.common import emit, single_thread, time_call
 
 
 def main(argv=None) -> None:

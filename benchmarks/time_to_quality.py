@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.common import emit, single_thread
+import torch
 
-import torch  # noqa: I001
+from benchmarks.common import emit, single_thread
 
 
 def loss_for(path: str):
