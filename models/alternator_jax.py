@@ -40,6 +40,7 @@ import torch
 from numpyro.contrib.control_flow import scan
 from torch import nn
 
+from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.networks import ACTIVATIONS, MLP
 
 __all__ = [
@@ -172,6 +173,8 @@ class JaxAlternator:
 
         The JAX loss always uses the conditioned reading, whatever ``model.ftn_input`` says.
         """
+        if not isinstance(model, Alternator):
+            raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
         otn, otn_act = mlp_params_from_torch(model.otn, dtype, name="otn")
         ftn, ftn_act = mlp_params_from_torch(model.ftn, dtype, name="ftn")
         jax_model = cls(
@@ -330,10 +333,11 @@ def log_joint(jax_model: JaxAlternator, params, x, z, mask=None) -> jax.Array:
     """
     x = _check_x(jax_model, x)
     z = _check_path(jax_model, z, x, "z", 1)
+    mask = None if mask is None else _check_mask(mask, x)
     alpha = jax_model.alpha_schedule(x.shape[1])[:, None]
     log_x = dist.Normal(jax_model.x_loc(params, z[:, :-1]), jax_model.sigma_x).log_prob(x)
     if mask is not None:
-        log_x = jnp.where(_check_mask(mask, x), log_x, 0.0)
+        log_x = jnp.where(mask, log_x, 0.0)
     z_loc = jax_model.z_loc(params, x, z[:, :-1], alpha)
     log_z = dist.Normal(z_loc, jax_model.sigma_z).log_prob(z[:, 1:])
     log_z0 = dist.Normal(jnp.zeros_like(z[:, 0]), 1.0).log_prob(z[:, 0])
@@ -351,10 +355,11 @@ def path_loss(jax_model: JaxAlternator, params, x, z, mask=None, x_ftn=None) -> 
     x = _check_x(jax_model, x)
     z = _check_path(jax_model, z, x, "z", 1)
     x_ftn = x if x_ftn is None else _check_x(jax_model, x_ftn, "x_ftn")
+    mask = None if mask is None else _check_mask(mask, x)
     alpha = jax_model.alpha_schedule(x.shape[1])[:, None]
     x_sq = (x - jax_model.x_loc(params, z[:, :-1])) ** 2
     if mask is not None:
-        x_sq = jnp.where(_check_mask(mask, x), x_sq, 0.0)
+        x_sq = jnp.where(mask, x_sq, 0.0)
     z_sq = (z[:, 1:] - jax_model.z_loc(params, x_ftn, z[:, :-1], alpha)) ** 2
     return jax_model.sigma_z**2 * x_sq.sum((1, 2)) + jax_model.sigma_x**2 * z_sq.sum((1, 2))
 
@@ -424,6 +429,8 @@ class Optimizer(NamedTuple):
 
 
 class AdamState(NamedTuple):
+    """Adam state: step count () and first/second moment pytrees shaped like the params."""
+
     count: jax.Array
     mu: Any
     nu: Any
