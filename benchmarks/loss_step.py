@@ -32,8 +32,11 @@ def torch_step(path: str, batch: int, steps: int, device: torch.device):
     return step
 
 
-def jax_step(batch: int, steps: int):
+def jax_step(batch: int, steps: int, device: torch.device):
     import jax
+
+    if device.type == "cpu":
+        jax.config.update("jax_platforms", "cpu")
 
     from alternators_ppl.models import Alternator
     from alternators_ppl.models.alternator_jax import JaxAlternator, loss
@@ -62,7 +65,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     base_rss = peak_rss_bytes()
     if args.path == "jax":
-        step = jax_step(args.batch, args.steps)
+        step = jax_step(args.batch, args.steps, device)
     else:
         step = torch_step(args.path, args.batch, args.steps, device)
     if device.type == "cuda":

@@ -41,8 +41,6 @@ def plan(items: set[int], device: str, quick: bool, budget_s: float) -> list[tup
     if 1 in items or 5 in items:
         for steps in steps_1:
             for path in PATHS:
-                if path == "jax" and device != "cpu":
-                    continue  # the JAX build installed here is CPU-only
                 slow = path in ("trace", "sequential") and steps >= 10000
                 repeats = 1 if quick or slow else 5
                 jobs.append(
