@@ -180,22 +180,19 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=300.0, help="item 3 budget per path")
     args = parser.parse_args(argv)
     items = {int(i) for i in args.items.split(",")}
+    out = Path(args.out or Path(__file__).parent / "results" / f"{args.device}.json")
+    header = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "quick": args.quick,
+    }
     results = []
     for module, job_args in plan(items, args.device, args.quick, args.budget_s):
         result = run_one(module, *job_args)
         print(json.dumps(result), flush=True)
         results.append(result)
-    out = Path(args.out or Path(__file__).parent / "results" / f"{args.device}.json")
-    write_json(
-        out,
-        {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "quick": args.quick,
-            "results": results,
-        },
-    )
+        write_json(out, {**header, "results": results})  # a killed run keeps what it measured
     print(report(results))
     print(f"results: {out}")
     return 1 if any("error" in r for r in results) else 0
