@@ -1,11 +1,13 @@
-"""Command line: ``alternators-ppl lorenz`` (the main job)."""
+"""Command line: ``alternators-ppl lorenz`` (the main job) and ``alternators-ppl compare``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from alternators_ppl.compare import TASKS, CompareConfig, format_comparison, run_comparison
 from alternators_ppl.lorenz_job import LorenzJobConfig, format_summary, run_lorenz_job
+from alternators_ppl.models.zoo import MODEL_NAMES
 
 __all__ = ["main", "build_parser"]
 
@@ -36,6 +38,34 @@ def _run_name(text: str) -> str:
     return text
 
 
+def _model_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown model(s) {unknown or text!r}; choose from {','.join(MODEL_NAMES)}"
+        )
+    return names
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
+    parser.add_argument("--name", type=_run_name, help=f"run folder name (default: {default_name})")
+    parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny data)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``alternators-ppl`` command."""
     parser = _OneLineParser(prog=PROG, description="Alternators as probabilistic programs.")
@@ -43,17 +73,41 @@ def build_parser() -> argparse.ArgumentParser:
     lorenz = commands.add_parser(
         "lorenz", help="train and evaluate Alternators on Lorenz-63; write runs/<name>/"
     )
-    lorenz.add_argument(
-        "--name", type=_run_name, help="run folder name (default: lorenz-<timestamp>)"
-    )
-    lorenz.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
-    lorenz.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    lorenz.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    _add_run_arguments(lorenz, "lorenz-<timestamp>")
     lorenz.add_argument("--seed", type=int, default=0, help="one seed for data, weights and noise")
     lorenz.add_argument("--epochs", type=_positive_int, help="forecaster epochs")
     lorenz.add_argument("--decoder-epochs", type=_positive_int, help="spike-decoder epochs")
-    lorenz.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny data)")
+    compare = commands.add_parser(
+        "compare", help="train every model on the same data and seeds; write a comparison"
+    )
+    compare.add_argument("task", choices=sorted(TASKS), help="data set")
+    _add_run_arguments(compare, "compare-<task>-<timestamp>")
+    compare.add_argument("--models", type=_model_list, help=f"subset of {','.join(MODEL_NAMES)}")
+    compare.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
+    compare.add_argument("--budget-s", type=_positive_float, help="training seconds per model")
+    compare.add_argument("--epochs", type=_positive_int, help="epoch cap of trained models")
     return parser
+
+
+def _lorenz(args) -> tuple[str, object]:
+    overrides = {"seed": args.seed, "device": args.device}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.decoder_epochs is not None:
+        overrides["decoder_epochs"] = args.decoder_epochs
+    cfg = LorenzJobConfig.quick(**overrides) if args.quick else LorenzJobConfig(**overrides)
+    run, metrics = run_lorenz_job(cfg, args.runs_dir, args.name, args.overwrite)
+    return format_summary(metrics), run
+
+
+def _compare(args) -> tuple[str, object]:
+    overrides = {"task": args.task, "device": args.device}
+    for key in ("models", "seeds", "budget_s", "epochs"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    cfg = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
+    run, results = run_comparison(cfg, args.runs_dir, args.name, args.overwrite)
+    return format_comparison(results), run
 
 
 def main(argv=None) -> int:
@@ -62,18 +116,13 @@ def main(argv=None) -> int:
     Every error is reported as one line on stderr.
     """
     args = build_parser().parse_args(argv)
-    overrides = {"seed": args.seed, "device": args.device}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.decoder_epochs is not None:
-        overrides["decoder_epochs"] = args.decoder_epochs
-    cfg = LorenzJobConfig.quick(**overrides) if args.quick else LorenzJobConfig(**overrides)
+    command = _lorenz if args.command == "lorenz" else _compare
     try:
-        run, metrics = run_lorenz_job(cfg, args.runs_dir, args.name, args.overwrite)
+        summary, run = command(args)
     except (ValueError, TypeError, OSError, RuntimeError) as error:  # OSError: run folder, disk
         print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)
         return 2
-    print(format_summary(metrics))
+    print(summary)
     print(f"run folder: {run}")
     return 0
 

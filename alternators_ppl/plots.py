@@ -25,6 +25,7 @@ __all__ = [
     "plot_imputation",
     "plot_latents",
     "plot_loss",
+    "plot_forecast_comparison",
 ]
 
 DPI = 120
@@ -243,6 +244,37 @@ def _loss_figure(history: Mapping[str, Sequence[float]]) -> Figure:
     return fig
 
 
+def _comparison_figure(context, truth, draws: Mapping, dims) -> Figure:
+    context, truth = _np(context, "context"), _np(truth, "truth")
+    _check_ndim(truth, "truth", 2, "(H, D)")
+    if context.ndim != 2 or context.shape[1] != truth.shape[1]:
+        raise ValueError(f"context must have shape (Tc, {truth.shape[1]}), got {context.shape}")
+    if not draws:
+        raise ValueError("draws must name at least one model")
+    draws = {name: _np(d, f"draws[{name!r}]") for name, d in draws.items()}
+    for name, d in draws.items():
+        _check_samples(d, truth, f"draws[{name!r}]", "truth")
+    dims = _dims(dims, truth.shape[1])
+    t_ctx = np.arange(len(context)) - (len(context) - 1)
+    t_fut = np.arange(1, len(truth) + 1)
+    fig = Figure(figsize=(3.0 * len(draws), ROW_HEIGHT * len(dims)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(len(dims), len(draws), sharex=True, sharey="row", squeeze=False)
+    for col, (name, d) in enumerate(draws.items()):
+        q05, q50, q95 = np.quantile(d, [0.05, 0.5, 0.95], axis=0)
+        for row, dim in enumerate(dims):
+            ax = axes[row, col]
+            ax.fill_between(t_fut, q05[:, dim], q95[:, dim], color=MODEL, alpha=0.25, lw=0)
+            ax.plot(t_fut, q50[:, dim], color=MODEL, lw=1.2)
+            ax.plot(t_ctx[-20:], context[-20:, dim], color=TRUTH, lw=1.0)
+            ax.plot(t_fut, truth[:, dim], color=TRUTH, lw=1.0, ls="--")
+            ax.axvline(0.0, color="grey", lw=0.8, ls=":")
+            if row == 0:
+                ax.set_title(name)
+            if col == 0:
+                ax.set_ylabel(f"dim {dim}")
+    return fig
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -315,3 +347,14 @@ def plot_loss(history: Mapping[str, Sequence[float]], path: str | os.PathLike) -
     The PNG is 720 x 480 px.
     """
     return _save(_loss_figure(history), path)
+
+
+def plot_forecast_comparison(
+    context, truth, draws: Mapping, path: str | os.PathLike, dims: Sequence[int] | None = None
+) -> Path:
+    """Forecasts of several models on one held-out window, one column per model.
+
+    ``context`` (Tc, D) (its last 20 steps are drawn), ``truth`` (H, D), ``draws`` maps a model
+    name to its forecast samples (S, H, D): median and 90% band per dim (default first 3).
+    """
+    return _save(_comparison_figure(context, truth, draws, dims), path)

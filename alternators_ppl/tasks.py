@@ -23,6 +23,7 @@ __all__ = [
     "SpikesTask",
     "lorenz_forecasting_task",
     "lorenz_spikes_task",
+    "linear_gaussian_task",
 ]
 
 
@@ -121,6 +122,67 @@ def lorenz_forecasting_task(
     obs = [s + noise_std * noise_rng.standard_normal(s.shape) for s in states]
     f32 = [a.astype(np.float32) for a in obs + states]
     return ForecastingTask(*f32, scaler=scaler, dt=dt, noise_std=noise_std)
+
+
+def linear_gaussian_task(
+    num_train: int = 64,
+    num_val: int = 16,
+    num_test: int = 32,
+    num_steps: int = 200,
+    obs_dim: int = 3,
+    latent_dim: int = 4,
+    noise_std: float = 0.3,
+    seed: int | None = 0,
+) -> ForecastingTask:
+    """Forecasting task simulated from a random stable linear-Gaussian state-space model.
+
+    z_1 ~ N(0, I), z_t = A z_{t-1} + w_t (A: damped rotations, spectral radius 0.97, Q chosen so
+    the latent is stationary with unit variance), signal s_t = H z_t, observations
+    x_t = s_t + N(0, noise_std^2) after standardising s on the train split. The Kalman filter
+    with ``latent_dim`` states is the true model class. ``states_*`` hold the signal s.
+    Splits are independent trajectories, as in :func:`lorenz_forecasting_task`; dt is 1.
+    """
+    sizes = [
+        _positive_int("num_train", num_train),
+        _positive_int("num_val", num_val),
+        _positive_int("num_test", num_test),
+    ]
+    num_steps = _positive_int("num_steps", num_steps)
+    obs_dim = _positive_int("obs_dim", obs_dim)
+    latent_dim = _positive_int("latent_dim", latent_dim)
+    noise_std = _nonnegative_float("noise_std", noise_std)
+    model_rng, *sim_rngs, noise_rng = np.random.default_rng(seed).spawn(5)
+    blocks = []
+    for k in range(0, latent_dim, 2):
+        angle = model_rng.uniform(0.05, 0.3)
+        rotation = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+        blocks.append(np.asarray(rotation)[: latent_dim - k, : latent_dim - k])
+    A = 0.97 * _block_diag(blocks)
+    Q = np.eye(latent_dim) - A @ A.T  # stationary covariance I
+    H = model_rng.standard_normal((obs_dim, latent_dim)) / np.sqrt(latent_dim)
+    chol_q = np.linalg.cholesky(Q)
+    raw = []
+    for n, rng in zip(sizes, sim_rngs, strict=True):
+        z = rng.standard_normal((n, latent_dim))
+        path = []
+        for _ in range(num_steps):
+            path.append(z @ H.T)
+            z = z @ A.T + rng.standard_normal((n, latent_dim)) @ chol_q.T
+        raw.append(np.stack(path, axis=1))
+    scaler = Standardizer().fit(raw[0])
+    states = [scaler.transform(s) for s in raw]
+    obs = [s + noise_std * noise_rng.standard_normal(s.shape) for s in states]
+    f32 = [a.astype(np.float32) for a in obs + states]
+    return ForecastingTask(*f32, scaler=scaler, dt=1.0, noise_std=noise_std)
+
+
+def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
+    size = sum(len(b) for b in blocks)
+    out, at = np.zeros((size, size)), 0
+    for b in blocks:
+        out[at : at + len(b), at : at + len(b)] = b
+        at += len(b)
+    return out
 
 
 def lorenz_spikes_task(

@@ -1,6 +1,24 @@
-"""Model programs: the Alternator and its variants (installed as ``alternators_ppl.models``)."""
+"""Model programs: the Alternator, baselines and the shared interface (``alternators_ppl.models``).
+
+The NumPyro/JAX interpretation lives in ``alternators_ppl.models.alternator_jax`` (imported on
+demand, so that importing this package does not load JAX).
+"""
 
 from alternators_ppl.models.alternator import FTN_INPUTS, Alternator
+from alternators_ppl.models.interface import SequenceModel
+from alternators_ppl.models.kalman import LinearGaussianSSM
+from alternators_ppl.models.naive import Climatology, Persistence
 from alternators_ppl.models.recurrence import linear_recurrence
+from alternators_ppl.models.zoo import MODEL_NAMES, build_model
 
-__all__ = ["Alternator", "FTN_INPUTS", "linear_recurrence"]
+__all__ = [
+    "Alternator",
+    "FTN_INPUTS",
+    "linear_recurrence",
+    "SequenceModel",
+    "LinearGaussianSSM",
+    "Persistence",
+    "Climatology",
+    "MODEL_NAMES",
+    "build_model",
+]

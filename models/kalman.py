@@ -164,9 +164,13 @@ def _raw_from_cov(cov: torch.Tensor) -> torch.Tensor:
     chol, info = torch.linalg.cholesky_ex(cov)
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
     jitter = 1e-10 * float(cov.diagonal().abs().mean().clamp_min(1e-30))
-    while int(info) > 0:
+    for _ in range(12):
+        if int(info) == 0:
+            break
         chol, info = torch.linalg.cholesky_ex(cov + jitter * eye)
         jitter *= 10.0
+    if int(info) > 0 or not bool(torch.isfinite(chol).all()):
+        raise ValueError(f"covariance {tuple(cov.shape)} is not positive definite or not finite")
     return torch.tril(chol, -1) + torch.diag_embed(chol.diagonal().log())
 
 
