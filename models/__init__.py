@@ -5,6 +5,7 @@ demand, so that importing this package does not load JAX).
 """
 
 from alternators_ppl.models.alternator import FTN_INPUTS, Alternator
+from alternators_ppl.models.dmm import DeepMarkovModel
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM
 from alternators_ppl.models.naive import Climatology, Persistence
@@ -17,6 +18,7 @@ __all__ = [
     "linear_recurrence",
     "SequenceModel",
     "LinearGaussianSSM",
+    "DeepMarkovModel",
     "Persistence",
     "Climatology",
     "MODEL_NAMES",

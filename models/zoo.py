@@ -128,7 +128,7 @@ class DMMModel(SequenceModel):
         hidden: int = 64,
         epochs: int = 200,
         batch_size: int = 16,
-        lr: float = 3e-3,
+        lr: float = 1e-2,
         device=None,
     ):
         from alternators_ppl.models.dmm import DeepMarkovModel
