@@ -1,0 +1,103 @@
+"""The comparison harness: same data and seeds for every model, files, fairness on linear data."""
+
+import json
+
+import pytest
+
+from alternators_ppl.cli import main
+from alternators_ppl.compare import CompareConfig, format_comparison, run_comparison
+
+
+def test_quick_comparison_writes_table_json_and_figure(tmp_path):
+    cfg = CompareConfig.quick(models=("alternator", "kalman", "persistence", "climatology"))
+    run, results = run_comparison(cfg, tmp_path, "cmp")
+    saved = json.loads((run / "comparison.json").read_text())
+    assert set(saved["summary"]) == set(cfg.models)
+    for model, summary in saved["summary"].items():
+        assert len(summary["crps"]["mean"]) == cfg.horizon, model
+        assert (summary["log_predictive_density"] is None) == (
+            model in ("alternator", "persistence")
+        )
+    assert (run / "figures" / "forecasts.png").stat().st_size > 1000
+    table = (run / "comparison.md").read_text()
+    assert table.strip() == format_comparison(results)
+    assert all(f"| {m} |" in table for m in cfg.models)
+
+
+def test_persistence_model_scores_equal_the_independent_reference(tmp_path):
+    import torch
+
+    from alternators_ppl.evaluation import forecast_windows, score_forecasts
+    from alternators_ppl.tasks import lorenz_forecasting_task
+
+    cfg = CompareConfig.quick(models=("persistence",))
+    _, results = run_comparison(cfg, tmp_path, "p")
+    task = lorenz_forecasting_task(
+        num_train=cfg.num_train,
+        num_val=cfg.num_val,
+        num_test=cfg.num_test,
+        num_steps=cfg.num_steps,
+        seed=0,
+    )
+    x_test = torch.as_tensor(task.x_test)
+    past, future = forecast_windows(x_test, cfg.context, cfg.horizon, cfg.horizon)
+    reference = score_forecasts(future.unsqueeze(0), future, past, torch.as_tensor(task.x_train))
+    got = results["per_seed"]["persistence"][0]
+    assert got["crps"] == pytest.approx(reference["persistence_crps"], rel=1e-6)
+    assert got["rmse"] == pytest.approx(reference["persistence_rmse"], rel=1e-6)
+
+
+def test_compare_cli_quick_and_bad_arguments(tmp_path, capsys):
+    code = main(
+        [
+            "compare",
+            "linear",
+            "--quick",
+            "--models",
+            "kalman,climatology",
+            "--runs-dir",
+            str(tmp_path),
+            "--name",
+            "c",
+        ]
+    )
+    assert code == 0 and (tmp_path / "c" / "comparison.md").is_file()
+    assert "| kalman |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "linear", "--models", "gpt"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown model" in err
+    assert (
+        main(
+            [
+                "compare",
+                "linear",
+                "--quick",
+                "--models",
+                "kalman",
+                "--runs-dir",
+                str(tmp_path),
+                "--name",
+                "c",
+            ]
+        )
+        == 2
+    )  # exists, no --overwrite
+
+
+@pytest.mark.slow
+def test_kalman_beats_or_ties_alternator_on_linear_gaussian_data(tmp_path):
+    cfg = CompareConfig(
+        task="linear",
+        models=("alternator", "kalman"),
+        seeds=1,
+        epochs=100,
+        budget_s=30.0,
+        num_train=32,
+        num_test=16,
+        num_samples=100,
+    )
+    _, results = run_comparison(cfg, tmp_path, "linear")
+    crps = {m: s["crps"]["mean"] for m, s in results["summary"].items()}
+    assert sum(crps["kalman"]) <= 1.02 * sum(crps["alternator"])
