@@ -89,6 +89,17 @@ class LorenzJobConfig:
         return replace(cls(), **{**small, **overrides})
 
 
+def _alternator(cfg: LorenzJobConfig, obs_dim: int, latent_dim: int, device) -> Alternator:
+    return Alternator(
+        obs_dim,
+        latent_dim,
+        sigma_x=cfg.sigma_x,
+        sigma_z=cfg.sigma_z,
+        alpha=cfg.alpha,
+        hidden=(cfg.hidden, cfg.hidden),
+    ).to(device)
+
+
 def _forecaster(cfg: LorenzJobConfig, device, run: Path):
     task = lorenz_forecasting_task(
         num_train=cfg.num_train,
@@ -99,14 +110,7 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         noise_std=cfg.noise_std,
         seed=cfg.seed,
     )
-    model = Alternator(
-        3,
-        cfg.latent_dim,
-        sigma_x=cfg.sigma_x,
-        sigma_z=cfg.sigma_z,
-        alpha=cfg.alpha,
-        hidden=(cfg.hidden, cfg.hidden),
-    ).to(device)
+    model = _alternator(cfg, 3, cfg.latent_dim, device)
     tic = time.perf_counter()
     history = fit(
         model,
@@ -176,14 +180,7 @@ def _decoder(cfg: LorenzJobConfig, device, run: Path):
         seed=cfg.seed,
     )
     num_val = max(1, len(task.x_train) // 7)  # the last train windows pick the best epoch
-    model = Alternator(
-        cfg.num_neurons,
-        3,
-        sigma_x=cfg.sigma_x,
-        sigma_z=cfg.sigma_z,
-        alpha=cfg.alpha,
-        hidden=(cfg.hidden, cfg.hidden),
-    ).to(device)
+    model = _alternator(cfg, cfg.num_neurons, 3, device)
     tic = time.perf_counter()
     history = fit(
         model,

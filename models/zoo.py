@@ -26,7 +26,22 @@ def _budget_callback(budget_s: float | None):
     return lambda epoch, history: sum(history.epoch_seconds) >= budget_s
 
 
-class AlternatorModel(SequenceModel):
+class _Wrapped(SequenceModel):
+    """Delegates sampling to ``self.model`` (forecast, impute, sample()["x"])."""
+
+    model = None
+
+    def forecast(self, x_context, horizon: int, num_samples: int) -> torch.Tensor:
+        return self.model.forecast(x_context, horizon, num_samples)
+
+    def impute(self, x, mask, num_samples: int) -> torch.Tensor:
+        return self.model.impute(x, mask, num_samples)
+
+    def sample(self, num_samples: int, num_steps: int) -> torch.Tensor:
+        return self.model.sample(num_samples, num_steps)["x"]
+
+
+class AlternatorModel(_Wrapped):
     """The Alternator trained by Eq. 12 (:func:`alternators_ppl.inference.fit`)."""
 
     name = "alternator"
@@ -69,17 +84,8 @@ class AlternatorModel(SequenceModel):
         )
         return history.to_dict()
 
-    def forecast(self, x_context, horizon: int, num_samples: int) -> torch.Tensor:
-        return self.model.forecast(x_context, horizon, num_samples)
 
-    def impute(self, x, mask, num_samples: int) -> torch.Tensor:
-        return self.model.impute(x, mask, num_samples)
-
-    def sample(self, num_samples: int, num_steps: int) -> torch.Tensor:
-        return self.model.sample(num_samples, num_steps)["x"]
-
-
-class KalmanModel(SequenceModel):
+class KalmanModel(_Wrapped):
     """Linear-Gaussian state-space model fitted by exact EM; exact likelihood."""
 
     name = "kalman"
@@ -102,21 +108,12 @@ class KalmanModel(SequenceModel):
                 break
         return {"log_likelihood": log_likelihood}
 
-    def forecast(self, x_context, horizon: int, num_samples: int) -> torch.Tensor:
-        return self.model.forecast(x_context, horizon, num_samples)
-
-    def impute(self, x, mask, num_samples: int) -> torch.Tensor:
-        return self.model.impute(x, mask, num_samples)
-
-    def sample(self, num_samples: int, num_steps: int) -> torch.Tensor:
-        return self.model.sample(num_samples, num_steps)["x"]
-
     def log_likelihood(self, x, mask=None) -> torch.Tensor:
         with torch.no_grad():
             return self.model.log_likelihood(x, mask)
 
 
-class DMMModel(SequenceModel):
+class DMMModel(_Wrapped):
     """Deep Markov Model trained by SVI (Trace_ELBO) with a backward-RNN combiner guide."""
 
     name = "dmm"
@@ -147,15 +144,6 @@ class DMMModel(SequenceModel):
             x_val=x_val,
             budget_s=budget_s,
         )
-
-    def forecast(self, x_context, horizon: int, num_samples: int) -> torch.Tensor:
-        return self.model.forecast(x_context, horizon, num_samples)
-
-    def impute(self, x, mask, num_samples: int) -> torch.Tensor:
-        return self.model.impute(x, mask, num_samples)
-
-    def sample(self, num_samples: int, num_steps: int) -> torch.Tensor:
-        return self.model.sample(num_samples, num_steps)["x"]
 
 
 _BUILDERS = {
