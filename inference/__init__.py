@@ -1,6 +1,17 @@
-"""Inference for Alternators: Eq. 12 training and checkpoints (``alternators_ppl.inference``)."""
+"""Inference for Alternators (``alternators_ppl.inference``): Eq. 12 training, checkpoints, the
+trace-based loss, SVI guides. NUTS lives in ``alternators_ppl.inference.nuts`` (imported on
+demand: it loads JAX)."""
 
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
+from alternators_ppl.inference.guides import FilteringGuide, SmoothingGuide
+from alternators_ppl.inference.svi import (
+    ELBOS,
+    elbo_samples,
+    fit_svi,
+    make_elbo,
+    posterior_forecast,
+    posterior_latents,
+)
 from alternators_ppl.inference.trace_loss import trace_loss
 from alternators_ppl.inference.training import History, NonFiniteLossError, fit, warmup_cosine
 
@@ -12,4 +23,12 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "trace_loss",
+    "FilteringGuide",
+    "SmoothingGuide",
+    "ELBOS",
+    "elbo_samples",
+    "fit_svi",
+    "make_elbo",
+    "posterior_forecast",
+    "posterior_latents",
 ]

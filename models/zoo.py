@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from alternators_ppl.inference import fit
+from alternators_ppl.inference.training import fit
 from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM

@@ -1,0 +1,295 @@
+"""SVI for the Alternator: training a guide (and optionally the networks), posterior sampling.
+
+:func:`fit_svi` runs Pyro's SVI (``Trace_ELBO`` or ``TraceMeanField_ELBO``, vectorised
+particles, ``ClippedAdam``) on :meth:`Alternator.model <alternators_ppl.models.Alternator.model>`
+and a guide from :mod:`alternators_ppl.inference.guides`. :func:`elbo_samples` gives per-particle
+ELBO terms, :func:`posterior_latents` draws latent paths from a guide and
+:func:`posterior_forecast` rolls the model forward from the guide's last latent.
+
+Every function here runs in a private Pyro parameter-store scope, so the global store is left
+as it was; the guide's and the model's weights are plain module parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import ClippedAdam
+from tqdm.auto import tqdm
+
+from alternators_ppl.inference.training import History, NonFiniteLossError
+from alternators_ppl.seeding import seed_everything
+from alternators_ppl.validation import check_mask, check_positive_int
+
+__all__ = [
+    "ELBOS",
+    "fit_svi",
+    "make_elbo",
+    "elbo_samples",
+    "posterior_latents",
+    "posterior_forecast",
+]
+
+ELBOS = ("trace", "meanfield")
+
+
+def make_elbo(kind: str = "trace", num_particles: int = 1):
+    """A Pyro ELBO for the Alternator program: ``"trace"`` (``Trace_ELBO``) or ``"meanfield"``.
+
+    Particles are vectorised when ``num_particles`` > 1 (an outer plate at dim -2; the model's
+    ``sequences`` plate is dim -1, hence ``max_plate_nesting=1``).
+
+    ``"meanfield"`` (``TraceMeanField_ELBO``, analytic KL per site given the sampled parents) is
+    exact in expectation when no latent's parents in the model are descendants of it in the
+    guide. Both guides here qualify although they are not mean-field across time: they sample
+    in the model's order (z_0, x_missing_t, z_t) and each factor reads only data and earlier
+    sites. A guide that samples backwards in time (z_T first, then z_{t-1} given z_t) does not:
+    use ``"trace"`` for it (Pyro then warns that the site order differs).
+    """
+    if kind not in ELBOS:
+        raise ValueError(f"elbo must be one of {ELBOS}, got {kind!r}")
+    num_particles = check_positive_int(num_particles, "num_particles")
+    cls = Trace_ELBO if kind == "trace" else TraceMeanField_ELBO
+    return cls(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    )
+
+
+def _positive_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _check_pair(model, guide) -> None:
+    if not callable(getattr(model, "model", None)):
+        raise TypeError(f"model must be an Alternator (with a .model program), got {type(model)}")
+    if not callable(guide):
+        raise TypeError(f"guide must be callable, got {type(guide).__name__}")
+    owner = getattr(guide, "alternator", model)
+    if owner is not model:
+        raise ValueError("guide was built for a different model (guide.alternator is not model)")
+
+
+def _check_data(model, x, mask, name: str):
+    x = model._as_input(x, name)
+    mask_name = "mask" if name == "x" else f"mask for {name}"
+    return x, check_mask(mask, x, mask_name)
+
+
+def _network_param_names(model, x, mask) -> set[str]:
+    """Names of the Pyro param sites that the model program registers (its OTN/FTN weights)."""
+    with torch.no_grad():
+        trace = poutine.trace(model.model).get_trace(x[:1], mask[:1])
+    return {name for name, site in trace.nodes.items() if site["type"] == "param"}
+
+
+def fit_svi(
+    model,
+    guide,
+    x,
+    mask=None,
+    epochs: int = 100,
+    lr: float = 1e-2,
+    batch_size: int = 32,
+    num_particles: int = 1,
+    elbo: str = "trace",
+    seed: int | None = None,
+    x_val=None,
+    train_networks: bool = True,
+    *,
+    mask_val=None,
+    lr_min: float | None = None,
+    clip_norm: float = 10.0,
+    progress: bool = False,
+    callback: Callable[[int, History], bool | None] | None = None,
+) -> History:
+    """Train ``guide`` (and the model's networks unless ``train_networks=False``) by SVI.
+
+    x (B, T, Dx) with NaN or ``mask`` False = missing. Each epoch shuffles the sequences into
+    minibatches of ``batch_size``; each minibatch is one ``SVI.step`` with ``ClippedAdam``
+    (gradient norm ``clip_norm``; the learning rate decays geometrically from ``lr`` to
+    ``lr_min`` over the run when ``lr_min`` is given). ``elbo`` is ``"trace"`` or
+    ``"meanfield"`` (see :func:`make_elbo` for where the latter is valid); ``num_particles`` > 1
+    vectorises the particles. ``train_networks=False`` hides the model's OTN/FTN param sites
+    from SVI (``poutine.block`` on the model and on the guide, which shares the FTN), so only
+    the guide learns.
+
+    Returns a :class:`~alternators_ppl.inference.History` with losses as -ELBO per sequence per
+    step (train: the running SVI estimate; val: the ELBO of ``x_val`` (B', T', Dx) with noise
+    fixed by ``seed``, so epochs are comparable). The model and guide keep their last weights
+    (``best_epoch`` only reports the best). ``callback(epoch, history)`` returning True stops.
+    Runs in a private parameter-store scope. A non-finite loss raises
+    :class:`~alternators_ppl.inference.NonFiniteLossError`.
+    """
+    _check_pair(model, guide)
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    lr, clip_norm = _positive_float(lr, "lr"), _positive_float(clip_norm, "clip_norm")
+    lr_min = None if lr_min is None else _positive_float(lr_min, "lr_min")
+    if lr_min is not None and lr_min > lr:
+        raise ValueError(f"lr_min ({lr_min}) must not exceed lr ({lr})")
+    if not isinstance(train_networks, bool):
+        raise TypeError(f"train_networks must be a bool, got {type(train_networks).__name__}")
+    loss_fn = make_elbo(elbo, num_particles)
+    x, mask = _check_data(model, x, mask, "x")
+    if x_val is not None:
+        x_val, mask_val = _check_data(model, x_val, mask_val, "x_val")
+    elif mask_val is not None:
+        raise ValueError("mask_val was given without x_val")
+    if seed is not None:
+        seed_everything(seed)
+
+    num_train, steps = x.shape[:2]
+    num_steps = epochs * math.ceil(num_train / batch_size)
+    lrd = 1.0 if lr_min is None else (lr_min / lr) ** (1.0 / max(num_steps, 1))
+    history = History()
+    frozen: list[torch.nn.Parameter] = []
+    was_training = model.training
+    with pyro.get_param_store().scope():
+        model_fn, guide_fn = model.model, guide
+        if not train_networks:
+            hidden = _network_param_names(model, x, mask)
+            model_fn = poutine.block(model.model, hide_types=["param"])
+            guide_fn = poutine.block(guide, hide=list(hidden))
+            # No gradients into fixed weights (they are not stepped anyway); eval mode keeps
+            # pyro.module from warning about parameters that do not require grad.
+            frozen = [p for p in model.parameters() if p.requires_grad]
+            for p in frozen:
+                p.requires_grad_(False)
+            model.train(False)
+        try:
+            svi = SVI(
+                model_fn,
+                guide_fn,
+                ClippedAdam({"lr": lr, "clip_norm": clip_norm, "lrd": lrd}),
+                loss_fn,
+            )
+            bar = tqdm(
+                range(epochs),
+                desc="fit_svi",
+                unit="epoch",
+                disable=not progress or not sys.stderr.isatty(),
+            )
+            step = 0
+            for epoch in bar:
+                tic = time.perf_counter()
+                order = torch.randperm(num_train).to(x.device)
+                total = 0.0
+                for begin in range(0, num_train, batch_size):
+                    index = order[begin : begin + batch_size]
+                    loss = svi.step(x[index], mask[index])
+                    step += 1
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss} at epoch {epoch + 1}, batch {begin // batch_size + 1}"
+                        )
+                    total += loss
+                history.lr.append(lr * lrd**step)
+                history.train_loss.append(total / (num_train * steps))
+                score = history.train_loss[-1]
+                if x_val is not None:
+                    score = _fixed_noise_loss(loss_fn, model_fn, guide_fn, x_val, mask_val, seed)
+                    if not math.isfinite(score):
+                        raise NonFiniteLossError(f"validation loss is {score} at epoch {epoch + 1}")
+                    history.val_loss.append(score)
+                history.epoch_seconds.append(time.perf_counter() - tic)
+                if history.best_loss is None or score < history.best_loss:
+                    history.best_epoch, history.best_loss = epoch + 1, score
+                bar.set_postfix(loss=f"{history.train_loss[-1]:.4g}", val=f"{score:.4g}")
+                if callback is not None and callback(epoch + 1, history):
+                    break
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+            model.train(was_training)
+    return history
+
+
+def _fixed_noise_loss(loss_fn, model_fn, guide_fn, x, mask, seed: int | None) -> float:
+    """-ELBO per sequence per step with noise from ``seed`` (global RNG left untouched)."""
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(0 if seed is None else seed)
+        return loss_fn.loss(model_fn, guide_fn, x, mask) / (x.shape[0] * x.shape[1])
+
+
+@torch.no_grad()
+def elbo_samples(model, guide, x, mask=None, num_particles: int = 100) -> torch.Tensor:
+    """Per-particle, per-sequence log p(x^obs, z) - log q(z | x) under the guide: (N, B).
+
+    The mean over particles (dim 0) estimates each sequence's ELBO; its spread gives the
+    Monte Carlo error; ``logsumexp(dim=0) - log N`` is the importance-weighted bound.
+    Particles are vectorised (one plate at dim -2).
+    """
+    _check_pair(model, guide)
+    num_particles = check_positive_int(num_particles, "num_particles")
+    x, mask = _check_data(model, x, mask, "x")
+    with pyro.get_param_store().scope(), pyro.plate("particles", num_particles, dim=-2):
+        guide_trace = poutine.trace(guide).get_trace(x, mask)
+        model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(
+            x, mask
+        )
+    total = x.new_zeros(num_particles, x.shape[0])
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                total = total + sign * site["fn"].log_prob(site["value"])
+    return total
+
+
+@torch.no_grad()
+def posterior_latents(guide, x, mask=None, num_samples: int = 100) -> torch.Tensor:
+    """Latent paths z_{0:T} ~ q(z | x) for x (B, T, Dx): (S, B, T+1, Dz).
+
+    All S samples run through one guide pass (a sample plate at dim -2), one network call per
+    step. NaN or ``mask`` False = missing; the values x holds there never matter.
+    """
+    if not callable(guide) or not hasattr(guide, "alternator"):
+        raise TypeError(f"guide must be a FilteringGuide or SmoothingGuide, got {type(guide)}")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    model = guide.alternator
+    x, mask = _check_data(model, x, mask, "x")
+    with pyro.get_param_store().scope(), pyro.plate("samples", num_samples, dim=-2):
+        trace = poutine.trace(guide).get_trace(x, mask)
+    shape = (num_samples, x.shape[0], model.latent_dim)
+    path = [trace.nodes[f"z_{t}"]["value"].expand(shape) for t in range(x.shape[1] + 1)]
+    return torch.stack(path, dim=2)
+
+
+@torch.no_grad()
+def posterior_forecast(
+    model, guide, x_context, horizon: int, num_samples: int = 100
+) -> torch.Tensor:
+    """Draws of the ``horizon`` steps after x_context (B, Tc, Dx): (S, B, horizon, Dx).
+
+    z_{Tc} is drawn from the guide given the context (its last-step marginal: the filtering
+    distribution for an exact posterior), then the model's recursion runs forward, batched
+    over samples and sequences: x_t ~ N(x_loc(z_{t-1}), sigma_x^2), z_t ~ N(z_loc(x_t, z_{t-1}),
+    sigma_z^2) with alpha_{Tc+1..Tc+horizon}. NaN entries of the context are missing.
+    """
+    _check_pair(model, guide)
+    horizon = check_positive_int(horizon, "horizon")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    x_context = model._as_input(x_context, "x_context")
+    context = x_context.shape[1]
+    z_prev = posterior_latents(guide, x_context, None, num_samples)[:, :, -1]
+    alpha = model.alpha_schedule(context + horizon)[context:]
+    draws = []
+    with pyro.get_param_store().scope():
+        for h in range(horizon):
+            x_t = model.x_loc(z_prev)
+            x_t = x_t + model.sigma_x * torch.randn_like(x_t)
+            z_prev = model.z_loc(x_t, z_prev, alpha[h])
+            z_prev = z_prev + model.sigma_z * torch.randn_like(z_prev)
+            draws.append(x_t)
+    return torch.stack(draws, dim=2)
