@@ -101,3 +101,11 @@ def test_kalman_beats_or_ties_alternator_on_linear_gaussian_data(tmp_path):
     _, results = run_comparison(cfg, tmp_path, "linear")
     crps = {m: s["crps"]["mean"] for m, s in results["summary"].items()}
     assert sum(crps["kalman"]) <= 1.02 * sum(crps["alternator"])
+
+
+@pytest.mark.gpu
+def test_every_model_runs_on_cuda(tmp_path):
+    cfg = CompareConfig.quick(device="cuda")
+    run, results = run_comparison(cfg, tmp_path, "cuda")
+    assert set(results["summary"]) == set(cfg.models)
+    assert all(s["crps"]["mean"][0] > 0 for s in results["summary"].values())
