@@ -131,6 +131,27 @@ class Alternator(PyroModule):
         """Mean of z_t given x_t (..., Dx), z_{t-1} (..., Dz); alpha broadcasts to (..., 1)."""
         return torch.sqrt(alpha) * self.ftn(x) + torch.sqrt(1 - alpha - self.sigma_z**2) * z_prev
 
+    # Variant hooks: a subclass that changes a factor overrides these; the program, the
+    # log-density and the samplers all go through them. (The parallel scan assumes the default
+    # z_loc, affine in z_{t-1}; a variant changing z_loc sets ``affine_latent = False``.)
+    affine_latent = True
+
+    def x_dist(self, z_prev: torch.Tensor) -> dist.Distribution:
+        """p(x_t | z_{t-1}) with batch shape (..., Dx) (one factor per entry).
+
+        Built without argument validation (inputs are checked on entry; a NaN from diverged
+        weights must surface as a non-finite loss, not as a validation error).
+        """
+        return dist.Normal(self.x_loc(z_prev), self.sigma_x, validate_args=False)
+
+    def z_dist(self, x: torch.Tensor, z_prev: torch.Tensor, alpha) -> dist.Distribution:
+        """p(z_t | z_{t-1}, x_t) with batch shape (..., Dz) (no argument validation)."""
+        return dist.Normal(self.z_loc(x, z_prev, alpha), self.sigma_z, validate_args=False)
+
+    def draw_x(self, z_prev: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Reparameterised draw of x_t given z_{t-1} (..., Dz) and standard normal eps (..., Dx)."""
+        return self.x_loc(z_prev) + self.sigma_x * eps
+
     # ------------------------------------------------------------------ input checks
     def _as_input(self, x, name: str = "x") -> torch.Tensor:
         x = as_float_tensor(x, name, device=self.device, dtype=self.dtype)
@@ -189,21 +210,15 @@ class Alternator(PyroModule):
         with pyro.plate("sequences", batch, dim=-1):
             z_prev = pyro.sample("z_0", dist.Normal(zeros, 1.0).to_event(1))
             for t in pyro.markov(range(1, steps + 1)):
-                loc = self.x_loc(z_prev)
+                x_dist = self.x_dist(z_prev)
                 observed = mask[:, t - 1]
-                x_t = pyro.sample(
-                    f"x_{t}",
-                    dist.Normal(loc, self.sigma_x).mask(observed).to_event(1),
-                    obs=x[:, t - 1],
-                )
+                x_t = pyro.sample(f"x_{t}", x_dist.mask(observed).to_event(1), obs=x[:, t - 1])
                 if not observed.all():
-                    x_missing = pyro.sample(
-                        f"x_missing_{t}", dist.Normal(loc, self.sigma_x).mask(~observed).to_event(1)
-                    )
+                    x_missing = pyro.sample(f"x_missing_{t}", x_dist.mask(~observed).to_event(1))
                     x_t = torch.where(observed, x_t, x_missing)
                 z_prev = pyro.sample(
                     f"z_{t}",
-                    dist.Normal(self.z_loc(x_t, z_prev, alpha[t - 1]), self.sigma_z).to_event(1),
+                    self.z_dist(x_t, z_prev, alpha[t - 1]).to_event(1),
                     obs=None if z_target is None else z_target[:, t - 1],
                 )
         return z_prev
@@ -219,8 +234,8 @@ class Alternator(PyroModule):
         """
         x, z, mask = self._prepare_complete(x, z, mask)
         alpha = self.alpha_schedule(x.shape[1]).unsqueeze(-1)
-        log_x = dist.Normal(self.x_loc(z[:, :-1]), self.sigma_x).log_prob(x)
-        log_z = dist.Normal(self.z_loc(x, z[:, :-1], alpha), self.sigma_z).log_prob(z[:, 1:])
+        log_x = self.x_dist(z[:, :-1]).log_prob(x)
+        log_z = self.z_dist(x, z[:, :-1], alpha).log_prob(z[:, 1:])
         log_z0 = dist.Normal(torch.zeros_like(z[:, 0]), 1.0).log_prob(z[:, 0])
         return (log_x * mask).sum((1, 2)) + log_z.sum((1, 2)) + log_z0.sum(-1)
 
@@ -231,14 +246,19 @@ class Alternator(PyroModule):
             + sigma_x^2 ||z_t - sqrt(alpha_t) g(x_ftn_t) - sqrt(1-alpha_t-sigma_z^2) z_{t-1}||^2,
 
         which is 2 sigma_x^2 sigma_z^2 (-log p(x^obs, z_{1:T} | z_0)) up to a constant when
-        ``x_ftn`` (B, T, Dx), the input the FTN read, is x itself (the default).
+        ``x_ftn`` (B, T, Dx), the input the FTN read, is x itself (the default). It is computed
+        as -2 sigma_x^2 sigma_z^2 sum [log p(v) - log p(mean)] over the factors of
+        :meth:`x_dist` and :meth:`z_dist` (for Gaussians exactly the squared errors above), so a
+        variant that changes a factor gets the matching scaled negative log-likelihood.
         """
         x, z, mask = self._prepare_complete(x, z, mask)
         x_ftn = x if x_ftn is None else self._prepare_complete(x_ftn, z, None)[0]
         alpha = self.alpha_schedule(x.shape[1]).unsqueeze(-1)
-        x_err = ((x - self.x_loc(z[:, :-1])) ** 2 * mask).sum((1, 2))
-        z_err = ((z[:, 1:] - self.z_loc(x_ftn, z[:, :-1], alpha)) ** 2).sum((1, 2))
-        return self.sigma_z**2 * x_err + self.sigma_x**2 * z_err
+        x_dist = self.x_dist(z[:, :-1])
+        z_dist = self.z_dist(x_ftn, z[:, :-1], alpha)
+        x_fit = ((x_dist.log_prob(x) - x_dist.log_prob(x_dist.mean)) * mask).sum((1, 2))
+        z_fit = (z_dist.log_prob(z[:, 1:]) - z_dist.log_prob(z_dist.mean)).sum((1, 2))
+        return -2 * self.sigma_x**2 * self.sigma_z**2 * (x_fit + z_fit)
 
     def loss(self, x, mask=None, z_target=None, parallel: bool = True) -> torch.Tensor:
         """Eq. 12 (scaled by 2 sigma_x^2 sigma_z^2), averaged over sequences and time steps.
@@ -292,17 +312,17 @@ class Alternator(PyroModule):
         batch, steps, _ = x.shape
         alpha = self.alpha_schedule(steps)
         z0 = torch.randn(batch, self.latent_dim, dtype=x.dtype, device=x.device)
-        eps_x = self.sigma_x * torch.randn_like(x)
+        eps_x = torch.randn_like(x)
         eps_z = self.sigma_z * torch.randn(
             batch, steps, self.latent_dim, dtype=x.dtype, device=x.device
         )
         conditioned = ftn_input == "conditioned"
         if z_target is not None:
             z = torch.cat([z0.unsqueeze(1), z_target], dim=1)
-            x_draw = self.x_loc(z[:, :-1]) + eps_x
+            x_draw = self.draw_x(z[:, :-1], eps_x)
             return z, torch.where(mask, x, x_draw) if conditioned else x_draw
         decay = torch.sqrt(1 - alpha - self.sigma_z**2)
-        if parallel and conditioned:
+        if parallel and conditioned and self.affine_latent:
             stepwise = (~mask).any(dim=2).any(dim=0).tolist()  # one host sync per rollout
             drive = torch.sqrt(alpha).unsqueeze(-1) * self.ftn(x) + eps_z
         else:
@@ -310,7 +330,7 @@ class Alternator(PyroModule):
         z_prev, zs, xs, t = z0, [z0.unsqueeze(1)], [], 0
         while t < steps:
             if stepwise[t]:
-                x_draw = self.x_loc(z_prev) + eps_x[:, t]
+                x_draw = self.draw_x(z_prev, eps_x[:, t])
                 x_t = torch.where(mask[:, t], x[:, t], x_draw) if conditioned else x_draw
                 z_prev = self.z_loc(x_t, z_prev, alpha[t]) + eps_z[:, t]
                 zs.append(z_prev.unsqueeze(1))
