@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from alternators_ppl.compare import TASKS, CompareConfig, format_comparison, run_comparison
-from alternators_ppl.lorenz_job import LorenzJobConfig, format_summary, run_lorenz_job
+from alternators_ppl.lorenz_job import VARIANTS, LorenzJobConfig, format_summary, run_lorenz_job
 from alternators_ppl.models.zoo import MODEL_NAMES
 
 __all__ = ["main", "build_parser"]
@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_arguments(lorenz, "lorenz-<timestamp>")
     lorenz.add_argument("--seed", type=int, default=0, help="one seed for data, weights and noise")
+    lorenz.add_argument(
+        "--model",
+        choices=sorted(VARIANTS),
+        default="alternator",
+        help="model variant (default: alternator)",
+    )
     lorenz.add_argument("--epochs", type=_positive_int, help="forecaster epochs")
     lorenz.add_argument("--decoder-epochs", type=_positive_int, help="spike-decoder epochs")
     compare = commands.add_parser(
@@ -109,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _lorenz(args) -> tuple[str, object]:
-    overrides = {"seed": args.seed, "device": args.device}
+    overrides = {"seed": args.seed, "device": args.device, "model": args.model}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.decoder_epochs is not None:

@@ -41,8 +41,7 @@ from scipy.special import logsumexp
 
 from alternators_ppl import metrics
 from alternators_ppl.inference import load_checkpoint
-from alternators_ppl.lorenz_job import LorenzJobConfig
-from alternators_ppl.models import Alternator
+from alternators_ppl.lorenz_job import LorenzJobConfig, build_alternator
 from alternators_ppl.tasks import lorenz_forecasting_task
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -714,14 +713,7 @@ def _load_forecaster(run_dir: Path, device: torch.device):
         raise ValueError(f"{config_path} is not a lorenz run (job = {job!r})")
     names = {f.name for f in fields(LorenzJobConfig)}
     cfg = LorenzJobConfig(**{k: v for k, v in config.items() if k in names})
-    model = Alternator(
-        3,
-        cfg.latent_dim,
-        sigma_x=cfg.sigma_x,
-        sigma_z=cfg.sigma_z,
-        alpha=cfg.alpha,
-        hidden=(cfg.hidden, cfg.hidden),
-    ).to(device)
+    model = build_alternator(cfg, 3, cfg.latent_dim, device)
     try:
         load_checkpoint(checkpoint, model, restore_rng=False)
     except (RuntimeError, KeyError) as err:

@@ -31,11 +31,15 @@ from alternators_ppl.evaluation import (
 )
 from alternators_ppl.inference import fit
 from alternators_ppl.models import Alternator
+from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
 from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.tasks import lorenz_forecasting_task, lorenz_spikes_task
 
-__all__ = ["LorenzJobConfig", "run_lorenz_job", "format_summary"]
+__all__ = ["LorenzJobConfig", "VARIANTS", "build_alternator", "run_lorenz_job", "format_summary"]
+
+#: model variants the job can train, by CLI name
+VARIANTS = {"alternator": Alternator, "alternator++": AlternatorPlusPlus}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class LorenzJobConfig:
 
     seed: int = 0
     device: str = "cpu"
+    model: str = "alternator"
     # forecaster: noisy observations of independent trajectories
     num_train: int = 64
     num_val: int = 16
@@ -89,8 +94,11 @@ class LorenzJobConfig:
         return replace(cls(), **{**small, **overrides})
 
 
-def _alternator(cfg: LorenzJobConfig, obs_dim: int, latent_dim: int, device) -> Alternator:
-    return Alternator(
+def build_alternator(cfg: LorenzJobConfig, obs_dim: int, latent_dim: int, device) -> Alternator:
+    """The job's model (``cfg.model`` variant, its sigma/alpha and MLP widths) on ``device``."""
+    if cfg.model not in VARIANTS:
+        raise ValueError(f"model must be one of {sorted(VARIANTS)}, got {cfg.model!r}")
+    return VARIANTS[cfg.model](
         obs_dim,
         latent_dim,
         sigma_x=cfg.sigma_x,
@@ -110,7 +118,7 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         noise_std=cfg.noise_std,
         seed=cfg.seed,
     )
-    model = _alternator(cfg, 3, cfg.latent_dim, device)
+    model = build_alternator(cfg, 3, cfg.latent_dim, device)
     tic = time.perf_counter()
     history = fit(
         model,
@@ -180,7 +188,7 @@ def _decoder(cfg: LorenzJobConfig, device, run: Path):
         seed=cfg.seed,
     )
     num_val = max(1, len(task.x_train) // 7)  # the last train windows pick the best epoch
-    model = _alternator(cfg, cfg.num_neurons, 3, device)
+    model = build_alternator(cfg, cfg.num_neurons, 3, device)
     tic = time.perf_counter()
     history = fit(
         model,

@@ -273,7 +273,13 @@ class Alternator(PyroModule):
             z_target = self._check_z_target(z_target, x)
         z, x_ftn = self._rollout(x, mask, self.ftn_input, z_target, parallel)
         x_filled = torch.where(mask, x, x_ftn)
-        return self.path_loss(x_filled, z, mask, x_ftn=x_ftn).sum() / x.shape[0] / x.shape[1]
+        eq12 = self.path_loss(x_filled, z, mask, x_ftn=x_ftn).sum() / x.shape[0] / x.shape[1]
+        return eq12 + self.auxiliary_loss(x_filled, z, mask, x_ftn)
+
+    def auxiliary_loss(self, x, z, mask, x_ftn) -> torch.Tensor | float:
+        """Extra training term a variant adds to Eq. 12 (0 here), given the data x (B, T, Dx),
+        the drawn path z (B, T+1, Dz), the mask and what the FTN read, x_ftn (B, T, Dx)."""
+        return 0.0
 
     # ------------------------------------------------------------------ the recursion
     def rollout(
