@@ -42,7 +42,6 @@ from scipy.special import logsumexp
 from alternators_ppl import metrics
 from alternators_ppl.inference import load_checkpoint
 from alternators_ppl.lorenz_job import LorenzJobConfig, build_alternator
-from alternators_ppl.tasks import lorenz_forecasting_task
 from alternators_ppl.validation import (
     as_float_tensor,
     check_mask,
@@ -931,15 +930,7 @@ def diagnose_run(
         if netcdf.exists() and not overwrite:
             raise DiagnosticsExistError(f"{netcdf} exists; pass overwrite=True (CLI: --overwrite)")
         seed = cfg.seed if seed is None else seed
-        task = lorenz_forecasting_task(
-            num_train=cfg.num_train,
-            num_val=cfg.num_val,
-            num_test=cfg.num_test,
-            num_steps=cfg.num_steps,
-            dt=cfg.dt,
-            noise_std=cfg.noise_std,
-            seed=cfg.seed,
-        )
+        task = cfg.forecasting_task()
         x = torch.as_tensor(task.x_test[:num_sequences], device=device, dtype=model.dtype)
         batch, steps, _ = x.shape
         torch.manual_seed(seed)

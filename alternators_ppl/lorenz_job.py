@@ -77,6 +77,18 @@ class LorenzJobConfig:
     decoder_epochs: int = 100
     decoder_batch_size: int = 32
 
+    def forecasting_task(self):
+        """The forecaster's data: :func:`lorenz_forecasting_task` with these settings."""
+        return lorenz_forecasting_task(
+            num_train=self.num_train,
+            num_val=self.num_val,
+            num_test=self.num_test,
+            num_steps=self.num_steps,
+            dt=self.dt,
+            noise_std=self.noise_std,
+            seed=self.seed,
+        )
+
     @classmethod
     def quick(cls, **overrides) -> LorenzJobConfig:
         """A seconds-long smoke configuration (tiny data, few epochs): checks plumbing only."""
@@ -109,15 +121,7 @@ def build_alternator(cfg: LorenzJobConfig, obs_dim: int, latent_dim: int, device
 
 
 def _forecaster(cfg: LorenzJobConfig, device, run: Path):
-    task = lorenz_forecasting_task(
-        num_train=cfg.num_train,
-        num_val=cfg.num_val,
-        num_test=cfg.num_test,
-        num_steps=cfg.num_steps,
-        dt=cfg.dt,
-        noise_std=cfg.noise_std,
-        seed=cfg.seed,
-    )
+    task = cfg.forecasting_task()
     model = build_alternator(cfg, 3, cfg.latent_dim, device)
     tic = time.perf_counter()
     history = fit(

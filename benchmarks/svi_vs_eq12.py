@@ -56,20 +56,11 @@ def main(argv=None) -> dict:
     from alternators_ppl.models import Alternator
     from alternators_ppl.runs import write_json
     from alternators_ppl.seeding import seed_everything
-    from alternators_ppl.tasks import lorenz_forecasting_task
 
     cfg = LorenzJobConfig.quick() if args.quick else LorenzJobConfig()
     epochs = 2 if args.quick else args.epochs
     svi_epochs = 1 if args.quick else args.svi_epochs
-    task = lorenz_forecasting_task(
-        num_train=cfg.num_train,
-        num_val=cfg.num_val,
-        num_test=cfg.num_test,
-        num_steps=cfg.num_steps,
-        dt=cfg.dt,
-        noise_std=cfg.noise_std,
-        seed=cfg.seed,
-    )
+    task = cfg.forecasting_task()
     seed_everything(args.seed)  # the networks' initial weights too
     model = Alternator(
         3,
