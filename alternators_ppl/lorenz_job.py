@@ -31,6 +31,7 @@ from alternators_ppl.evaluation import (
 )
 from alternators_ppl.inference import fit
 from alternators_ppl.models import Alternator
+from alternators_ppl.models.alpha_alternator import AlphaAlternator
 from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
 from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
 from alternators_ppl.seeding import seed_everything
@@ -39,7 +40,11 @@ from alternators_ppl.tasks import lorenz_forecasting_task, lorenz_spikes_task
 __all__ = ["LorenzJobConfig", "VARIANTS", "build_alternator", "run_lorenz_job", "format_summary"]
 
 #: model variants the job can train, by CLI name
-VARIANTS = {"alternator": Alternator, "alternator++": AlternatorPlusPlus}
+VARIANTS = {
+    "alternator": Alternator,
+    "alternator++": AlternatorPlusPlus,
+    "alpha-alternator": AlphaAlternator,
+}
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,34 @@ class Alternator(PyroModule):
         """p(z_t | z_{t-1}, x_t) with batch shape (..., Dz) (no argument validation)."""
         return dist.Normal(self.z_loc(x, z_prev, alpha), self.sigma_z, validate_args=False)
 
+    # A variant whose alpha_t depends on the recent inputs of the FTN sets
+    # ``data_dependent_alpha = True`` and implements ``alpha_from_inputs``.
+    data_dependent_alpha = False
+    alpha_window = 1
+
+    def alpha_from_inputs(self, x_window: torch.Tensor) -> torch.Tensor:
+        """alpha_t (...,) from the last ``alpha_window`` inputs the FTN read, x_window
+        (..., k, Dx) ending at x_t (edge-padded at the start of a sequence)."""
+        raise NotImplementedError("only variants with data_dependent_alpha implement this")
+
+    def _alpha_for(self, x_read: torch.Tensor) -> torch.Tensor:
+        """alpha for every step, (T, 1) from the schedule or (B, T, 1) from the inputs."""
+        steps = x_read.shape[1]
+        if not self.data_dependent_alpha:
+            return self.alpha_schedule(steps).unsqueeze(-1)
+        k = self.alpha_window
+        padded = torch.cat([x_read[:, :1].expand(-1, k - 1, -1), x_read], dim=1)
+        windows = padded.unfold(1, k, 1).transpose(-1, -2)  # (B, T, k, Dx)
+        return self.alpha_from_inputs(windows).unsqueeze(-1)
+
+    def _step_alpha(self, t: int, schedule: torch.Tensor, read: list) -> torch.Tensor:
+        """alpha_t (0-based t) inside a step loop; ``read`` holds x_1..x_t read so far (B, Dx)."""
+        if not self.data_dependent_alpha:
+            return schedule[t]
+        recent = read[-self.alpha_window :]
+        window = torch.stack([recent[0]] * (self.alpha_window - len(recent)) + recent, dim=1)
+        return self.alpha_from_inputs(window).unsqueeze(-1)
+
     def draw_x(self, z_prev: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Reparameterised draw of x_t given z_{t-1} (..., Dz) and standard normal eps (..., Dx)."""
         return self.x_loc(z_prev) + self.sigma_x * eps
@@ -207,6 +235,7 @@ class Alternator(PyroModule):
         batch, steps, _ = x.shape
         alpha = self.alpha_schedule(steps)
         zeros = x.new_zeros(batch, self.latent_dim)
+        read = []
         with pyro.plate("sequences", batch, dim=-1):
             z_prev = pyro.sample("z_0", dist.Normal(zeros, 1.0).to_event(1))
             for t in pyro.markov(range(1, steps + 1)):
@@ -216,9 +245,10 @@ class Alternator(PyroModule):
                 if not observed.all():
                     x_missing = pyro.sample(f"x_missing_{t}", x_dist.mask(~observed).to_event(1))
                     x_t = torch.where(observed, x_t, x_missing)
+                read.append(x_t)
                 z_prev = pyro.sample(
                     f"z_{t}",
-                    self.z_dist(x_t, z_prev, alpha[t - 1]).to_event(1),
+                    self.z_dist(x_t, z_prev, self._step_alpha(t - 1, alpha, read)).to_event(1),
                     obs=None if z_target is None else z_target[:, t - 1],
                 )
         return z_prev
@@ -233,7 +263,7 @@ class Alternator(PyroModule):
         (held in x), summed over all sites but the ``x_missing_t`` ones.
         """
         x, z, mask = self._prepare_complete(x, z, mask)
-        alpha = self.alpha_schedule(x.shape[1]).unsqueeze(-1)
+        alpha = self._alpha_for(x)
         log_x = self.x_dist(z[:, :-1]).log_prob(x)
         log_z = self.z_dist(x, z[:, :-1], alpha).log_prob(z[:, 1:])
         log_z0 = dist.Normal(torch.zeros_like(z[:, 0]), 1.0).log_prob(z[:, 0])
@@ -253,7 +283,7 @@ class Alternator(PyroModule):
         """
         x, z, mask = self._prepare_complete(x, z, mask)
         x_ftn = x if x_ftn is None else self._prepare_complete(x_ftn, z, None)[0]
-        alpha = self.alpha_schedule(x.shape[1]).unsqueeze(-1)
+        alpha = self._alpha_for(x_ftn)
         x_dist = self.x_dist(z[:, :-1])
         z_dist = self.z_dist(x_ftn, z[:, :-1], alpha)
         x_fit = ((x_dist.log_prob(x) - x_dist.log_prob(x_dist.mean)) * mask).sum((1, 2))
@@ -328,17 +358,18 @@ class Alternator(PyroModule):
             x_draw = self.draw_x(z[:, :-1], eps_x)
             return z, torch.where(mask, x, x_draw) if conditioned else x_draw
         decay = torch.sqrt(1 - alpha - self.sigma_z**2)
-        if parallel and conditioned and self.affine_latent:
+        if parallel and conditioned and self.affine_latent and not self.data_dependent_alpha:
             stepwise = (~mask).any(dim=2).any(dim=0).tolist()  # one host sync per rollout
             drive = torch.sqrt(alpha).unsqueeze(-1) * self.ftn(x) + eps_z
         else:
             stepwise = [True] * steps
-        z_prev, zs, xs, t = z0, [z0.unsqueeze(1)], [], 0
+        z_prev, zs, xs, read, t = z0, [z0.unsqueeze(1)], [], [], 0
         while t < steps:
             if stepwise[t]:
                 x_draw = self.draw_x(z_prev, eps_x[:, t])
                 x_t = torch.where(mask[:, t], x[:, t], x_draw) if conditioned else x_draw
-                z_prev = self.z_loc(x_t, z_prev, alpha[t]) + eps_z[:, t]
+                read.append(x_t)
+                z_prev = self.z_loc(x_t, z_prev, self._step_alpha(t, alpha, read)) + eps_z[:, t]
                 zs.append(z_prev.unsqueeze(1))
                 xs.append(x_t.unsqueeze(1))
                 t += 1
