@@ -33,6 +33,7 @@ from alternators_ppl.inference import fit
 from alternators_ppl.models import Alternator
 from alternators_ppl.models.alpha_alternator import AlphaAlternator
 from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
+from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
 from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.tasks import lorenz_forecasting_task, lorenz_spikes_task
@@ -44,6 +45,7 @@ VARIANTS = {
     "alternator": Alternator,
     "alternator++": AlternatorPlusPlus,
     "alpha-alternator": AlphaAlternator,
+    "learned-alpha": LearnedAlphaAlternator,
 }
 
 
