@@ -7,7 +7,8 @@ CRPS (context 60, horizon 20, every 20th origin) against the noisy observations 
 the clean states, the alpha-Alternator's mean alpha_t inside and outside the noisy spans, and
 the learned sign of w.
 
-    python -m benchmarks.alpha_noise [--epochs 100] [--seed 0] [--out PATH] [--quick]
+    python -m benchmarks.alpha_noise [--epochs 100] [--seed 0] [--ftn-input conditioned|generative]
+        [--window 8] [--out PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main(argv=None) -> None:
     parser.add_argument("--low", type=float, default=0.1)
     parser.add_argument("--high", type=float, default=1.0)
     parser.add_argument("--out")
+    parser.add_argument("--ftn-input", choices=["conditioned", "generative"], default="conditioned")
+    parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     single_thread()
@@ -61,6 +64,8 @@ def main(argv=None) -> None:
         "item": "alpha_noise",
         "seed": args.seed,
         "epochs": epochs,
+        "ftn_input": args.ftn_input,
+        "window": args.window,
         "low": args.low,
         "high": args.high,
         "models": {},
@@ -70,6 +75,9 @@ def main(argv=None) -> None:
         model = build_alternator(
             LorenzJobConfig(**{**cfg.__dict__, "model": name}), 3, cfg.latent_dim, "cpu"
         )
+        model.ftn_input = args.ftn_input
+        if name == "alpha-alternator":
+            model.alpha_window = args.window
         tic = time.perf_counter()
         fit(
             model,
