@@ -283,6 +283,10 @@ class Alternator(PyroModule):
         """
         x, z, mask = self._prepare_complete(x, z, mask)
         x_ftn = x if x_ftn is None else self._prepare_complete(x_ftn, z, None)[0]
+        return self._path_loss(x, z, mask, x_ftn)
+
+    def _path_loss(self, x, z, mask, x_ftn) -> torch.Tensor:
+        """:meth:`path_loss` on checked tensors (the training hot path skips the checks)."""
         alpha = self._alpha_for(x_ftn)
         x_dist = self.x_dist(z[:, :-1])
         z_dist = self.z_dist(x_ftn, z[:, :-1], alpha)
@@ -303,7 +307,7 @@ class Alternator(PyroModule):
             z_target = self._check_z_target(z_target, x)
         z, x_ftn = self._rollout(x, mask, self.ftn_input, z_target, parallel)
         x_filled = torch.where(mask, x, x_ftn)
-        eq12 = self.path_loss(x_filled, z, mask, x_ftn=x_ftn).sum() / x.shape[0] / x.shape[1]
+        eq12 = self._path_loss(x_filled, z, mask, x_ftn).sum() / x.shape[0] / x.shape[1]
         return eq12 + self.auxiliary_loss(x_filled, z, mask, x_ftn)
 
     def auxiliary_loss(self, x, z, mask, x_ftn) -> torch.Tensor | float:
