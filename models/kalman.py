@@ -25,6 +25,7 @@ which is then the exact marginal likelihood of the observed entries.
 from __future__ import annotations
 
 import math
+import time
 from typing import NamedTuple
 
 import pyro
@@ -405,9 +406,12 @@ class LinearGaussianSSM(nn.Module):
 
     # ------------------------------------------------------------------ fitting
     @torch.no_grad()
-    def fit_em(self, x, mask=None, num_iters: int = 50) -> list[float]:
+    def fit_em(
+        self, x, mask=None, num_iters: int = 50, budget_s: float | None = None
+    ) -> list[float]:
         """Fit all of A, H, Q, R, m0, P0 by exact EM; returns total log-likelihoods, length
-        num_iters + 1 (before the first and after each iteration); never decreases.
+        num_iters + 1 (before the first and after each iteration); never decreases. With
+        ``budget_s``, iterations stop early once they took that many seconds in total.
 
         Sequences (B, T, Dx) share the parameters. Any mask works: the complete data are z and
         the x_t of steps with at least one observed entry; missing entries of such steps are
@@ -419,9 +423,11 @@ class LinearGaussianSSM(nn.Module):
         x0, obs = self._prepare(x, mask)
         if not bool(obs.any()):
             raise ValueError(f"x {tuple(x0.shape)} has no observed entries to fit")
-        history = []
+        history, tic = [], time.perf_counter()
         for _ in range(num_iters):
             history.append(self._em_step(x0, obs))
+            if budget_s is not None and time.perf_counter() - tic >= budget_s:
+                break
         history.append(float(self._run_filter(x0, obs)[2].sum()))
         return history
 

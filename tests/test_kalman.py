@@ -485,3 +485,10 @@ def test_cuda_matches_cpu():
     assert hist[-1] >= hist[0]
     moved = cpu.to("cuda")
     assert moved.log_likelihood(x).device.type == "cuda"
+
+
+def test_fit_em_stops_when_its_budget_is_spent():
+    x = torch.randn(2, 15, 2, dtype=torch.float64)
+    model = LinearGaussianSSM(2, 2, dtype=torch.float64)
+    history = model.fit_em(x, num_iters=50, budget_s=0.0)
+    assert len(history) == 2 and history[1] >= history[0] - 1e-9
