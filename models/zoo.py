@@ -9,6 +9,7 @@ import torch
 
 from alternators_ppl.inference.training import fit
 from alternators_ppl.models.alternator import Alternator
+from alternators_ppl.models.dmm import DeepMarkovModel
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM
 from alternators_ppl.models.naive import Climatology, Persistence
@@ -123,8 +124,6 @@ class DMMModel(_Wrapped):
         lr: float = 1e-2,
         device=None,
     ):
-        from alternators_ppl.models.dmm import DeepMarkovModel
-
         self.model = DeepMarkovModel(obs_dim, latent_dim, hidden, hidden, hidden)
         self.model.to(device or "cpu")
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
