@@ -18,7 +18,12 @@ from pathlib import Path
 import torch
 
 from alternators_ppl import plots
-from alternators_ppl.evaluation import forecast_windows, score_forecasts, score_imputation
+from alternators_ppl.evaluation import (
+    forecast_windows,
+    hide_random_steps,
+    score_forecast_draws,
+    score_imputation,
+)
 from alternators_ppl.models.zoo import MODEL_NAMES, build_model
 from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
 from alternators_ppl.seeding import seed_everything
@@ -90,17 +95,14 @@ def _log_predictive_density(model, past, future) -> float:
 
 
 def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict, torch.Tensor]:
-    x_train = torch.as_tensor(task.x_train, device=device)
     x_test = torch.as_tensor(task.x_test, device=device)
     tic = time.perf_counter()
     model.fit(task.x_train, task.x_val, seed=seed, budget_s=cfg.budget_s)
     train_s = time.perf_counter() - tic
     past, future = forecast_windows(x_test, cfg.context, cfg.horizon, stride=cfg.horizon)
     draws = model.forecast(past, cfg.horizon, cfg.num_samples)
-    forecast = score_forecasts(draws, future, past, x_train)
-    generator = torch.Generator().manual_seed(seed + 1)
-    mask = (torch.rand(x_test.shape[:2], generator=generator) >= cfg.missing_fraction).to(device)
-    gappy = torch.where(mask.unsqueeze(-1), x_test, torch.nan)
+    forecast = {k: v.tolist() for k, v in score_forecast_draws(draws, future).items()}
+    gappy, mask = hide_random_steps(x_test, cfg.missing_fraction, seed + 1)
     imputation = score_imputation(model.impute(gappy, None, cfg.num_samples), x_test, mask)
     tic = time.perf_counter()
     model.sample(100, 1000)

@@ -17,6 +17,8 @@ __all__ = [
     "persistence_forecast",
     "climatology_samples",
     "linear_interpolation",
+    "hide_random_steps",
+    "score_forecast_draws",
     "score_forecasts",
     "score_imputation",
     "score_latents",
@@ -91,13 +93,33 @@ def _interval_scores(samples, truth, over):
     }
 
 
-def score_forecasts(samples, future, x_context, x_train) -> dict[str, list[float]]:
-    """Per-horizon scores of forecast draws (S, N, H, D) against held-out futures (N, H, D).
+def hide_random_steps(x: torch.Tensor, fraction: float, seed: int):
+    """Hide a random ``fraction`` of the time steps of x (B, T, D), drawn from ``seed``.
 
-    Model: CRPS (empirical), RMSE of the sample mean, 50/90% coverage and 90% width. References:
-    persistence (a point forecast: its CRPS is its absolute error) and climatology (draws from
-    the training marginal ``x_train``). Each value is a list over horizons 1..H, averaged over
-    problems and dimensions.
+    Returns (x with NaN at the hidden steps, mask (B, T) with True = kept).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(x.shape[:2], generator=generator) >= fraction).to(x.device)
+    return torch.where(mask.unsqueeze(-1), x, torch.nan), mask
+
+
+def score_forecast_draws(samples, future) -> dict[str, torch.Tensor]:
+    """Per-horizon scores (H,) of forecast draws (S, N, H, D) against futures (N, H, D):
+    CRPS (empirical), RMSE of the sample mean, 50/90% coverage and 90% width, averaged over
+    problems and dimensions."""
+    per_h = (0, 2)
+    return {
+        "crps": metrics.crps_empirical(samples, future, over=per_h),
+        "rmse": metrics.rmse(samples.mean(0), future, over=per_h),
+        **_interval_scores(samples, future, per_h),
+    }
+
+
+def score_forecasts(samples, future, x_context, x_train) -> dict[str, list[float]]:
+    """:func:`score_forecast_draws` of the model plus the references, as lists over horizons.
+
+    References: persistence (a point forecast: its CRPS is its absolute error) and climatology
+    (draws from the training marginal ``x_train``), on the same problems.
     """
     horizon = future.shape[1]
     per_h = (0, 2)
@@ -105,9 +127,7 @@ def score_forecasts(samples, future, x_context, x_train) -> dict[str, list[float
     climate = climatology_samples(x_train, tuple(future.shape), samples.shape[0], generator)
     persist = persistence_forecast(x_context, horizon)
     scores = {
-        "crps": metrics.crps_empirical(samples, future, over=per_h),
-        "rmse": metrics.rmse(samples.mean(0), future, over=per_h),
-        **_interval_scores(samples, future, per_h),
+        **score_forecast_draws(samples, future),
         "persistence_crps": metrics.mae(persist, future, over=per_h),
         "persistence_rmse": metrics.rmse(persist, future, over=per_h),
         "climatology_crps": metrics.crps_empirical(climate, future, over=per_h),

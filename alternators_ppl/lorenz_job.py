@@ -25,6 +25,7 @@ import torch
 from alternators_ppl import plots
 from alternators_ppl.evaluation import (
     forecast_windows,
+    hide_random_steps,
     score_forecasts,
     score_imputation,
     score_latents,
@@ -151,9 +152,7 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
     forecast_seconds = time.perf_counter() - tic
     forecast = score_forecasts(draws, future, past, x_train)
 
-    generator = torch.Generator().manual_seed(cfg.seed + 1)
-    mask = (torch.rand(x_test.shape[:2], generator=generator) >= cfg.missing_fraction).to(device)
-    gappy = torch.where(mask.unsqueeze(-1), x_test, torch.nan)
+    gappy, mask = hide_random_steps(x_test, cfg.missing_fraction, cfg.seed + 1)
     imputed = model.impute(gappy, None, cfg.num_samples)
     imputation = score_imputation(imputed, x_test, mask)
 

@@ -269,3 +269,14 @@ def test_scores_on_cuda():
     assert filled.is_cuda
     imputed = score_imputation(x + torch.zeros(5, *x.shape, dtype=F64, device="cuda"), x, mask)
     assert imputed["rmse"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_hide_random_steps_is_seeded_and_hides_whole_steps():
+    from alternators_ppl.evaluation import hide_random_steps
+
+    x = torch.randn(40, 50, 3)
+    gappy, mask = hide_random_steps(x, 0.3, seed=4)
+    again, mask_again = hide_random_steps(x, 0.3, seed=4)
+    assert torch.equal(mask, mask_again) and mask.shape == (40, 50)
+    assert abs((~mask).float().mean().item() - 0.3) < 0.03
+    assert torch.isnan(gappy[~mask]).all() and torch.equal(gappy[mask], x[mask])
