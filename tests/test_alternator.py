@@ -5,6 +5,7 @@ import math
 import pyro
 import pytest
 import torch
+from oracles import program_log_density
 from pyro import poutine
 from torch import nn
 
@@ -21,19 +22,6 @@ def random_mask(batch, steps, dim, per_entry, generator_seed=1):
     return torch.rand(shape, generator=gen) > 0.3
 
 
-def trace_log_density(model, x, z, mask):
-    """log-density of model's trace given z and the x_missing draws (taken from x)."""
-    data = {f"z_{t}": z[:, t] for t in range(z.shape[1])}
-    data.update({f"x_missing_{t}": x[:, t - 1] for t in range(1, x.shape[1] + 1)})
-    trace = poutine.trace(poutine.condition(model.model, data=data)).get_trace(x, mask)
-    trace.compute_log_prob()
-    return sum(
-        site["log_prob"]
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not name.startswith("x_missing")
-    )
-
-
 @pytest.mark.parametrize(
     "batch,steps,obs_dim,latent_dim", [(1, 1, 1, 1), (4, 7, 3, 2), (3, 12, 5, 4)]
 )
@@ -46,7 +34,7 @@ def test_log_joint_equals_pyro_trace(batch, steps, obs_dim, latent_dim, mask_kin
     x = torch.randn(batch, steps, obs_dim, dtype=torch.float64)
     z = torch.randn(batch, steps + 1, latent_dim, dtype=torch.float64)
     mask = None if mask_kind is None else random_mask(batch, steps, obs_dim, mask_kind == "entries")
-    expected = trace_log_density(model, x, z, mask)
+    expected = program_log_density(model, x, z, mask)
     assert torch.allclose(model.log_joint(x, z, mask), expected, rtol=1e-12, atol=1e-10)
 
 

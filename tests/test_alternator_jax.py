@@ -25,13 +25,7 @@ from alternators_ppl.models.alternator_jax import (
 from alternators_ppl.models.alternator_jax import linear_recurrence as jax_linear_recurrence
 from alternators_ppl.networks import MLP
 
-
-@pytest.fixture(autouse=True)
-def x64():
-    previous = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("jax_x64")
 
 
 def randn(gen, *shape):

@@ -18,13 +18,7 @@ from alternators_ppl.models import Alternator
 from alternators_ppl.models.alternator_jax import JaxAlternator
 from alternators_ppl.networks import MLP
 
-
-@pytest.fixture(autouse=True)
-def x64():
-    previous = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("jax_x64")
 
 
 def linear_alternator(obs_dim=2, latent_dim=2, sigma_x=0.3, sigma_z=0.4, alpha=0.5, seed=0):
