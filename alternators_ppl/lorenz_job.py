@@ -97,6 +97,17 @@ class LorenzJobConfig:
             seed=self.seed,
         )
 
+    def spikes_task(self):
+        """The decoder's data: :func:`lorenz_spikes_task` with these settings."""
+        return lorenz_spikes_task(
+            num_neurons=self.num_neurons,
+            mean_rate=self.mean_rate,
+            num_steps=self.spike_steps,
+            dt=self.spike_dt,
+            width=self.tuning_width,
+            seed=self.seed,
+        )
+
     @classmethod
     def quick(cls, **overrides) -> LorenzJobConfig:
         """A seconds-long smoke configuration (tiny data, few epochs): checks plumbing only."""
@@ -189,14 +200,7 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
 
 
 def _decoder(cfg: LorenzJobConfig, device, run: Path):
-    task = lorenz_spikes_task(
-        num_neurons=cfg.num_neurons,
-        mean_rate=cfg.mean_rate,
-        num_steps=cfg.spike_steps,
-        dt=cfg.spike_dt,
-        width=cfg.tuning_width,
-        seed=cfg.seed,
-    )
+    task = cfg.spikes_task()
     num_val = max(1, len(task.x_train) // 7)  # the last train windows pick the best epoch
     model = build_alternator(cfg, cfg.num_neurons, 3, device)
     tic = time.perf_counter()

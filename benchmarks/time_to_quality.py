@@ -27,14 +27,12 @@ def loss_for(path: str):
 def forecast_run(path, target, budget_s, every, device):
     from alternators_ppl.evaluation import forecast_windows
     from alternators_ppl.inference import fit
-    from alternators_ppl.lorenz_job import LorenzJobConfig
+    from alternators_ppl.lorenz_job import LorenzJobConfig, build_alternator
     from alternators_ppl.metrics import crps_empirical
-    from alternators_ppl.models import Alternator
-    from alternators_ppl.tasks import lorenz_forecasting_task
 
     cfg = LorenzJobConfig()
-    task = lorenz_forecasting_task(seed=cfg.seed)
-    model = Alternator(3, cfg.latent_dim, hidden=(cfg.hidden, cfg.hidden)).to(device)
+    task = cfg.forecasting_task()
+    model = build_alternator(cfg, 3, cfg.latent_dim, device)
 
     def score(x):
         past, future = forecast_windows(torch.as_tensor(x, device=device), 60, 20, 20)
@@ -64,17 +62,15 @@ def forecast_run(path, target, budget_s, every, device):
 
 def spikes_run(path, target, budget_s, every, device):
     from alternators_ppl.inference import fit
-    from alternators_ppl.lorenz_job import LorenzJobConfig
+    from alternators_ppl.lorenz_job import LorenzJobConfig, build_alternator
     from alternators_ppl.metrics import r2
-    from alternators_ppl.models import Alternator
-    from alternators_ppl.tasks import lorenz_spikes_task
 
     cfg = LorenzJobConfig()
-    task = lorenz_spikes_task(num_steps=cfg.spike_steps, dt=cfg.spike_dt, seed=cfg.seed)
+    task = cfg.spikes_task()
     num_val = len(task.x_train) // 7
     x_val = task.x_train[-num_val:].reshape(1, -1, task.x_train.shape[-1])
     z_val = task.z_train[-num_val:].reshape(-1, 3)
-    model = Alternator(100, 3, hidden=(cfg.hidden, cfg.hidden)).to(device)
+    model = build_alternator(cfg, cfg.num_neurons, 3, device)
 
     def score(x, z):
         mean = model.infer_latents(x, num_samples=50)[:, 0, 1:].mean(0)
