@@ -117,11 +117,7 @@ def lorenz_forecasting_task(
         simulate_lorenz(n, num_steps, dt=dt, seed=r)
         for n, r in zip(sizes.values(), sim_rngs, strict=True)
     ]
-    scaler = Standardizer().fit(raw[0])
-    states = [scaler.transform(s) for s in raw]
-    obs = [s + noise_std * noise_rng.standard_normal(s.shape) for s in states]
-    f32 = [a.astype(np.float32) for a in obs + states]
-    return ForecastingTask(*f32, scaler=scaler, dt=dt, noise_std=noise_std)
+    return _noisy_task(raw, noise_std, noise_rng, dt)
 
 
 def linear_gaussian_task(
@@ -169,11 +165,16 @@ def linear_gaussian_task(
             path.append(z @ H.T)
             z = z @ A.T + rng.standard_normal((n, latent_dim)) @ chol_q.T
         raw.append(np.stack(path, axis=1))
+    return _noisy_task(raw, noise_std, noise_rng, 1.0)
+
+
+def _noisy_task(raw: list, noise_std: float, noise_rng, dt: float) -> ForecastingTask:
+    """Standardise the (train, val, test) signals on train, add observation noise, cast."""
     scaler = Standardizer().fit(raw[0])
     states = [scaler.transform(s) for s in raw]
     obs = [s + noise_std * noise_rng.standard_normal(s.shape) for s in states]
     f32 = [a.astype(np.float32) for a in obs + states]
-    return ForecastingTask(*f32, scaler=scaler, dt=1.0, noise_std=noise_std)
+    return ForecastingTask(*f32, scaler=scaler, dt=dt, noise_std=noise_std)
 
 
 def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
