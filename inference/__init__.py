@@ -1,9 +1,10 @@
 """Inference for Alternators (``alternators_ppl.inference``): Eq. 12 training, checkpoints, the
-trace-based loss, SVI guides. NUTS lives in ``alternators_ppl.inference.nuts`` (imported on
-demand: it loads JAX)."""
+trace-based loss, SVI guides (paths and Bayesian globals). NUTS lives in
+``alternators_ppl.inference.nuts`` (imported on demand: it loads JAX)."""
 
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
 from alternators_ppl.inference.guides import FilteringGuide, SmoothingGuide
+from alternators_ppl.inference.hyperprior_guide import GLOBAL_GUIDES, HyperpriorGuide
 from alternators_ppl.inference.svi import (
     ELBOS,
     elbo_samples,
@@ -25,6 +26,8 @@ __all__ = [
     "trace_loss",
     "FilteringGuide",
     "SmoothingGuide",
+    "HyperpriorGuide",
+    "GLOBAL_GUIDES",
     "ELBOS",
     "elbo_samples",
     "fit_svi",

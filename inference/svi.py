@@ -25,6 +25,7 @@ from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
 from alternators_ppl.inference.training import History, NonFiniteLossError
+from alternators_ppl.models.hyperprior import HyperpriorAlternator
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import check_mask, check_positive_int
 
@@ -80,8 +81,13 @@ def _check_pair(model, guide) -> None:
         raise ValueError("guide was built for a different model (guide.alternator is not model)")
 
 
+def _core(model):
+    """The Alternator inside a program (itself, or a HyperpriorAlternator's ``alternator``)."""
+    return model.alternator if isinstance(model, HyperpriorAlternator) else model
+
+
 def _check_data(model, x, mask, name: str):
-    x = model._as_input(x, name)
+    x = _core(model)._as_input(x, name)
     mask_name = "mask" if name == "x" else f"mask for {name}"
     return x, check_mask(mask, x, mask_name)
 
@@ -154,7 +160,7 @@ def fit_svi(
     lrd = 1.0 if lr_min is None else (lr_min / lr) ** (1.0 / max(num_steps, 1))
     history = History()
     frozen: list[torch.nn.Parameter] = []
-    was_training = model.training
+    was_training = _core(model).training
     with pyro.get_param_store().scope():
         model_fn, guide_fn = model.model, guide
         if not train_networks:
@@ -163,10 +169,10 @@ def fit_svi(
             guide_fn = poutine.block(guide, hide=list(hidden))
             # No gradients into fixed weights (they are not stepped anyway); eval mode keeps
             # pyro.module from warning about parameters that do not require grad.
-            frozen = [p for p in model.parameters() if p.requires_grad]
+            frozen = [p for p in _core(model).parameters() if p.requires_grad]
             for p in frozen:
                 p.requires_grad_(False)
-            model.train(False)
+            _core(model).train(False)
         try:
             svi = SVI(
                 model_fn,
@@ -211,7 +217,7 @@ def fit_svi(
         finally:
             for p in frozen:
                 p.requires_grad_(True)
-            model.train(was_training)
+            _core(model).train(was_training)
     return history
 
 
@@ -229,7 +235,9 @@ def elbo_samples(model, guide, x, mask=None, num_particles: int = 100) -> torch.
 
     The mean over particles (dim 0) estimates each sequence's ELBO; its spread gives the
     Monte Carlo error; ``logsumexp(dim=0) - log N`` is the importance-weighted bound.
-    Particles are vectorised (one plate at dim -2).
+    Particles are vectorised (one plate at dim -2). Terms of global sites (a
+    :class:`~alternators_ppl.models.HyperpriorAlternator`'s sigma_x, sigma_z, alpha_u) are
+    spread evenly over the B sequences, so the sum over dim 1 is the batch's ELBO.
     """
     _check_pair(model, guide)
     num_particles = check_positive_int(num_particles, "num_particles")
@@ -239,12 +247,28 @@ def elbo_samples(model, guide, x, mask=None, num_particles: int = 100) -> torch.
         model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(
             x, mask
         )
-    total = x.new_zeros(num_particles, x.shape[0])
+    batch = x.shape[0]
+    total = x.new_zeros(num_particles, batch)
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for site in trace.nodes.values():
             if site["type"] == "sample":
-                total = total + sign * site["fn"].log_prob(site["value"])
+                log_p = site["fn"].log_prob(site["value"])
+                if log_p.dim() == 0 or log_p.shape[-1] != batch:  # a global site: shared by B
+                    log_p = log_p / batch
+                total = total + sign * log_p
     return total
+
+
+def _guide_trace(guide, x, mask, num_samples: int):
+    """The guide's trace for x (B, T, Dx) with S samples in one pass (a plate at dim -2)."""
+    with pyro.get_param_store().scope(), pyro.plate("samples", num_samples, dim=-2):
+        return poutine.trace(guide).get_trace(x, mask)
+
+
+def _path(trace, num_samples: int, x: torch.Tensor, latent_dim: int) -> torch.Tensor:
+    shape = (num_samples, x.shape[0], latent_dim)
+    path = [trace.nodes[f"z_{t}"]["value"].expand(shape) for t in range(x.shape[1] + 1)]
+    return torch.stack(path, dim=2)
 
 
 @torch.no_grad()
@@ -252,18 +276,18 @@ def posterior_latents(guide, x, mask=None, num_samples: int = 100) -> torch.Tens
     """Latent paths z_{0:T} ~ q(z | x) for x (B, T, Dx): (S, B, T+1, Dz).
 
     All S samples run through one guide pass (a sample plate at dim -2), one network call per
-    step. NaN or ``mask`` False = missing; the values x holds there never matter.
+    step. NaN or ``mask`` False = missing; the values x holds there never matter. With a
+    :class:`~alternators_ppl.inference.HyperpriorGuide` each sample has its own globals.
     """
     if not callable(guide) or not hasattr(guide, "alternator"):
-        raise TypeError(f"guide must be a FilteringGuide or SmoothingGuide, got {type(guide)}")
+        raise TypeError(
+            "guide must be a FilteringGuide, SmoothingGuide or HyperpriorGuide, "
+            f"got {type(guide).__name__}"
+        )
     num_samples = check_positive_int(num_samples, "num_samples")
-    model = guide.alternator
-    x, mask = _check_data(model, x, mask, "x")
-    with pyro.get_param_store().scope(), pyro.plate("samples", num_samples, dim=-2):
-        trace = poutine.trace(guide).get_trace(x, mask)
-    shape = (num_samples, x.shape[0], model.latent_dim)
-    path = [trace.nodes[f"z_{t}"]["value"].expand(shape) for t in range(x.shape[1] + 1)]
-    return torch.stack(path, dim=2)
+    x, mask = _check_data(guide.alternator, x, mask, "x")
+    trace = _guide_trace(guide, x, mask, num_samples)
+    return _path(trace, num_samples, x, _core(guide.alternator).latent_dim)
 
 
 @torch.no_grad()
@@ -275,21 +299,28 @@ def posterior_forecast(
     z_{Tc} is drawn from the guide given the context (its last-step marginal: the filtering
     distribution for an exact posterior), then the model's recursion runs forward, batched
     over samples and sequences: x_t ~ N(x_loc(z_{t-1}), sigma_x^2), z_t ~ N(z_loc(x_t, z_{t-1}),
-    sigma_z^2) with alpha_{Tc+1..Tc+horizon}. NaN entries of the context are missing.
+    sigma_z^2) with alpha_{Tc+1..Tc+horizon}. For a
+    :class:`~alternators_ppl.models.HyperpriorAlternator` each sample uses the globals (sigma_x,
+    sigma_z, alpha) the guide drew with its z_{Tc}. NaN entries of the context are missing.
     """
     _check_pair(model, guide)
     horizon = check_positive_int(horizon, "horizon")
     num_samples = check_positive_int(num_samples, "num_samples")
-    x_context = model._as_input(x_context, "x_context")
+    core = _core(model)
+    x_context = core._as_input(x_context, "x_context")
     context = x_context.shape[1]
-    z_prev = posterior_latents(guide, x_context, None, num_samples)[:, :, -1]
-    alpha = model.alpha_schedule(context + horizon)[context:]
+    trace = _guide_trace(guide, x_context, None, num_samples)
+    z_prev = _path(trace, num_samples, x_context, core.latent_dim)[:, :, -1]
+    values = {}
+    if isinstance(model, HyperpriorAlternator):
+        values = model.hyperparameters_from({s: trace.nodes[s]["value"] for s in model.sites})
     draws = []
-    with pyro.get_param_store().scope():
+    with pyro.get_param_store().scope(), core.hyperparameters(**values):
+        alpha = core.alpha_schedule(context + horizon)[context:]
         for h in range(horizon):
-            x_t = model.x_loc(z_prev)
-            x_t = x_t + model.sigma_x * torch.randn_like(x_t)
-            z_prev = model.z_loc(x_t, z_prev, alpha[h])
-            z_prev = z_prev + model.sigma_z * torch.randn_like(z_prev)
+            x_t = core.x_loc(z_prev)
+            x_t = x_t + core.sigma_x * torch.randn_like(x_t)
+            z_prev = core.z_loc(x_t, z_prev, alpha[h])
+            z_prev = z_prev + core.sigma_z * torch.randn_like(z_prev)
             draws.append(x_t)
     return torch.stack(draws, dim=2)

@@ -6,6 +6,7 @@ demand, so that importing this package does not load JAX).
 
 from alternators_ppl.models.alternator import FTN_INPUTS, Alternator
 from alternators_ppl.models.dmm import DeepMarkovModel
+from alternators_ppl.models.hyperprior import HyperpriorAlternator
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM
 from alternators_ppl.models.naive import Climatology, Persistence
@@ -15,6 +16,7 @@ from alternators_ppl.models.zoo import MODEL_NAMES, build_model
 __all__ = [
     "Alternator",
     "FTN_INPUTS",
+    "HyperpriorAlternator",
     "linear_recurrence",
     "SequenceModel",
     "LinearGaussianSSM",

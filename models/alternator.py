@@ -18,8 +18,8 @@ are missing too.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import pyro
@@ -112,8 +112,15 @@ class Alternator(PyroModule):
         """Floating dtype of the model's buffers (inputs are cast to it)."""
         return self._anchor.dtype
 
+    # set by :meth:`hyperparameters` while a tensor alpha replaces the stored one
+    _alpha_override: torch.Tensor | None = None
+
     def alpha_schedule(self, num_steps: int) -> torch.Tensor:
-        """alpha_1..alpha_T as a (T,) tensor; a schedule shorter than T is an error."""
+        """alpha_1..alpha_T as a (T,) tensor; a schedule shorter than T is an error.
+
+        (T, N, 1, 1) inside :meth:`hyperparameters` with an alpha batched as (N, 1)."""
+        if self._alpha_override is not None:
+            return self._alpha_override.expand(num_steps, *self._alpha_override.shape)
         values = self.alpha_values
         if self.alpha_is_constant:
             values = values * num_steps
@@ -125,11 +132,61 @@ class Alternator(PyroModule):
 
     def x_loc(self, z_prev: torch.Tensor) -> torch.Tensor:
         """Mean of x_t given z_{t-1}: (..., Dz) -> (..., Dx)."""
-        return math.sqrt(1 - self.sigma_x**2) * self.otn(z_prev)
+        return (1 - self.sigma_x**2) ** 0.5 * self.otn(z_prev)
 
     def z_loc(self, x: torch.Tensor, z_prev: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Mean of z_t given x_t (..., Dx), z_{t-1} (..., Dz); alpha broadcasts to (..., 1)."""
         return torch.sqrt(alpha) * self.ftn(x) + torch.sqrt(1 - alpha - self.sigma_z**2) * z_prev
+
+    @contextlib.contextmanager
+    def hyperparameters(self, sigma_x=None, sigma_z=None, alpha=None) -> Iterator[None]:
+        """Use tensor values of sigma_x, sigma_z and a constant alpha inside the block.
+
+        For global parameters drawn as Pyro sites (:class:`HyperpriorAlternator`): gradients
+        flow into the values. Each is a scalar tensor, or carries the batch shape of plates left
+        of the ``sequences`` plate, e.g. (N, 1) for N vectorised ELBO particles; such a value
+        gets a trailing axis so that it broadcasts against (N, B, D). Scalars work in every
+        method; batched values in :meth:`model`, the guides and
+        :func:`~alternators_ppl.inference.posterior_forecast`. A value outside 0 < sigma_x < 1,
+        0 < alpha, alpha + sigma_z^2 < 1 raises ``ValueError``; ``None`` keeps the stored value.
+        """
+        given = {"sigma_x": sigma_x, "sigma_z": sigma_z, "alpha": alpha}
+        given = {k: v for k, v in given.items() if v is not None}
+        if self.data_dependent_alpha and {"sigma_z", "alpha"} & set(given):
+            raise ValueError(
+                f"{type(self).__name__} derives alpha_t from its inputs; only sigma_x can be "
+                f"replaced, got {sorted(given)}"
+            )
+        values = {}
+        for name, value in given.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = torch.tensor(float(value))
+            value = as_float_tensor(value, name, device=self.device, dtype=self.dtype)
+            values[name] = value.unsqueeze(-1) if value.dim() > 0 else value
+        sx = values.get("sigma_x", self.sigma_x)
+        sz = values.get("sigma_z", self.sigma_z)
+        a = values.get("alpha")
+        alpha_max = max(self.alpha_values) if a is None else a
+        checks = [
+            torch.as_tensor(sx) > 0,
+            torch.as_tensor(sx) < 1,
+            torch.as_tensor(sz) > 0,
+            torch.as_tensor(alpha_max + sz**2) < 1,
+        ]
+        if a is not None:
+            checks.append(a > 0)
+        if not all(bool(torch.all(c)) for c in checks):
+            raise ValueError(
+                "hyperparameters must satisfy 0 < sigma_x < 1, sigma_z > 0, alpha > 0 and "
+                f"alpha + sigma_z^2 < 1; got {sorted(given)} = "
+                + ", ".join(f"{v.detach().flatten()[:4].tolist()}" for v in values.values())
+            )
+        saved = (self.sigma_x, self.sigma_z, self._alpha_override)
+        self.sigma_x, self.sigma_z, self._alpha_override = sx, sz, a
+        try:
+            yield
+        finally:
+            self.sigma_x, self.sigma_z, self._alpha_override = saved
 
     # Variant hooks: a subclass that changes a factor overrides these; the program, the
     # log-density and the samplers all go through them. (The parallel scan assumes the default

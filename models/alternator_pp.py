@@ -61,7 +61,7 @@ class AlternatorPlusPlus(Alternator):
 
     def x_loc(self, z_prev: torch.Tensor) -> torch.Tensor:
         """sqrt(beta) f(z) + sqrt(1 - beta - sigma_x^2) eps_psi(z): (..., Dz) -> (..., Dx)."""
-        noise_scale = math.sqrt(1 - self.beta - self.sigma_x**2)
+        noise_scale = (1 - self.beta - self.sigma_x**2) ** 0.5
         return math.sqrt(self.beta) * self.otn(z_prev) + noise_scale * self.eps_psi(z_prev)
 
     def z_loc(self, x: torch.Tensor, z_prev: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
