@@ -30,3 +30,35 @@ def test_loss_step_paths_run_in_a_fresh_process():
     for path in ("trace", "sequential", "parallel"):
         record = run_one("loss_step", "--path", path, "--steps", 8, "--batch", 2, "--repeats", 1)
         assert record["path"] == path and record["median_s"] > 0, record
+
+
+def run_script(module: str, *args: str) -> dict:
+    """Run ``python -m module args`` in a fresh process; return its JSON record (last line)."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_svi_vs_eq12_smoke_run_learns_globals(tmp_path):
+    out = tmp_path / "svi.json"
+    record = run_script(
+        "benchmarks.svi_vs_eq12", "--quick", "--globals", "--noise-std", "0.6", "--out", str(out)
+    )
+    assert json.loads(out.read_text()) == record
+    assert record["noise_std"] == 0.6
+    assert set(record["summary"]) == {"eq12", "svi_fixed", "svi_globals"}
+    learned = record["learned_globals"]["svi_globals"]
+    assert 0 < learned["sigma_x"] < 1 and learned["alpha"] + learned["sigma_z"] ** 2 < 1
+
+
+def test_alpha_noise_smoke_run(tmp_path):
+    out = tmp_path / "alpha.json"
+    record = run_script("benchmarks.alpha_noise", "--quick", "--out", str(out))
+    assert record["models"]["alpha-alternator"]["learned_sign"] in (-1, 1)
+    assert json.loads(out.read_text()) == record
