@@ -152,9 +152,12 @@ class Alternator(PyroModule):
         """
         given = {"sigma_x": sigma_x, "sigma_z": sigma_z, "alpha": alpha}
         given = {k: v for k, v in given.items() if v is not None}
-        if self.data_dependent_alpha and {"sigma_z", "alpha"} & set(given):
+        own_alpha = self.data_dependent_alpha or type(self).alpha_schedule is not (
+            Alternator.alpha_schedule
+        )
+        if own_alpha and {"sigma_z", "alpha"} & set(given):
             raise ValueError(
-                f"{type(self).__name__} derives alpha_t from its inputs; only sigma_x can be "
+                f"{type(self).__name__} computes alpha_t itself; only sigma_x can be "
                 f"replaced, got {sorted(given)}"
             )
         values = {}

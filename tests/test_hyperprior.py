@@ -17,6 +17,7 @@ from alternators_ppl.inference import (
     posterior_latents,
 )
 from alternators_ppl.models import Alternator, HyperpriorAlternator
+from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
 from tests.oracles import kalman_log_likelihood, linear_alternator, program_log_density
 
 VALUES = {"sigma_x": 0.25, "sigma_z": 0.2, "alpha": 0.4}
@@ -126,6 +127,10 @@ def test_invalid_hyperparameters_are_refused_and_the_model_is_left_intact():
         with model.hyperparameters(sigma_x=0.2):
             raise RuntimeError("inside")
     assert (model.sigma_x, model.sigma_z, model._alpha_override) == (0.3, 0.1, None)
+    learned = LearnedAlphaAlternator(3, 2, alpha=0.3, hidden=(8,))  # alpha from its own logits
+    with pytest.raises(ValueError, match="computes alpha_t itself"):
+        with learned.hyperparameters(sigma_z=0.2):
+            pass
 
 
 # ---------------------------------------------------------------------- the program
