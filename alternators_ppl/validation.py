@@ -6,6 +6,8 @@ expected, so that bad input never ends in a deep torch traceback.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -14,6 +16,7 @@ __all__ = [
     "check_sequences",
     "check_mask",
     "check_positive_int",
+    "check_positive_float",
 ]
 
 
@@ -83,3 +86,12 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_positive_float(value, name: str) -> float:
+    """Return ``value`` as float, raising ``ValueError`` unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)

@@ -38,7 +38,7 @@ from torch.nn.functional import softplus
 
 from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.networks import MLP
-from alternators_ppl.validation import check_positive_int
+from alternators_ppl.validation import check_positive_float, check_positive_int
 
 __all__ = ["FilteringGuide", "SmoothingGuide"]
 
@@ -47,14 +47,6 @@ _INSTANCES = itertools.count()
 
 def _softplus_inverse(value: float) -> float:
     return math.log(math.expm1(value))
-
-
-def _check_scale(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _cat(*parts: torch.Tensor) -> torch.Tensor:
@@ -130,10 +122,10 @@ class FilteringGuide(_AlternatorGuide):
     ):
         super().__init__(model, "filtering_guide")
         obs_dim, latent_dim = model.obs_dim, model.latent_dim
-        init_scale = _check_scale(
+        init_scale = check_positive_float(
             0.5 * model.sigma_z if init_scale is None else init_scale, "init_scale"
         )
-        self.min_scale = _check_scale(min_scale, "min_scale")
+        self.min_scale = check_positive_float(min_scale, "min_scale")
         self.correction = MLP(obs_dim + latent_dim, latent_dim, hidden, activation)
         self.initial = MLP(2 * obs_dim, latent_dim, hidden, activation)
         with torch.no_grad():
@@ -196,10 +188,10 @@ class SmoothingGuide(_AlternatorGuide):
         super().__init__(model, "smoothing_guide")
         obs_dim, latent_dim = model.obs_dim, model.latent_dim
         self.rnn_hidden = check_positive_int(rnn_hidden, "rnn_hidden")
-        init_scale = _check_scale(
+        init_scale = check_positive_float(
             0.5 * model.sigma_z if init_scale is None else init_scale, "init_scale"
         )
-        self.min_scale = _check_scale(min_scale, "min_scale")
+        self.min_scale = check_positive_float(min_scale, "min_scale")
         self.rnn = nn.GRU(2 * obs_dim, rnn_hidden, batch_first=True)
         self.h_last = nn.Parameter(torch.zeros(rnn_hidden))
         self.lin_z_to_hidden = nn.Linear(2 * latent_dim, rnn_hidden)

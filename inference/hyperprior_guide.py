@@ -20,6 +20,7 @@ from pyro.nn import PyroModule
 
 from alternators_ppl.inference.guides import FilteringGuide, SmoothingGuide
 from alternators_ppl.models.hyperprior import HyperpriorAlternator
+from alternators_ppl.validation import check_positive_float
 
 __all__ = ["HyperpriorGuide", "GLOBAL_GUIDES"]
 
@@ -58,13 +59,12 @@ class HyperpriorGuide(PyroModule):
             raise ValueError(
                 f"globals_guide must be one of {tuple(GLOBAL_GUIDES)}, got {globals_guide!r}"
             )
-        if not (isinstance(init_scale, int | float) and init_scale > 0):
-            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+        init_scale = check_positive_float(init_scale, "init_scale")
         super().__init__(name=f"hyperprior_guide{next(_INSTANCES)}")
         self.__dict__["_program"] = program  # a reference: the program's weights stay its own
         self.globals_guide = globals_guide
         init = init_to_value(values=self._stored_values(program))
-        kwargs = {"init_scale": float(init_scale)} if globals_guide == "normal" else {}
+        kwargs = {"init_scale": init_scale} if globals_guide == "normal" else {}
         self.globals = GLOBAL_GUIDES[globals_guide](
             program.sample_globals, init_loc_fn=init, **kwargs
         )

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from alternators_ppl.inference.training import History, NonFiniteLossError
 from alternators_ppl.models.hyperprior import HyperpriorAlternator
 from alternators_ppl.seeding import seed_everything
-from alternators_ppl.validation import check_mask, check_positive_int
+from alternators_ppl.validation import check_mask, check_positive_float, check_positive_int
 
 __all__ = [
     "ELBOS",
@@ -61,14 +61,6 @@ def make_elbo(kind: str = "trace", num_particles: int = 1):
     return cls(
         num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
     )
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _check_pair(model, guide) -> None:
@@ -140,8 +132,8 @@ def fit_svi(
     _check_pair(model, guide)
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
-    lr, clip_norm = _positive_float(lr, "lr"), _positive_float(clip_norm, "clip_norm")
-    lr_min = None if lr_min is None else _positive_float(lr_min, "lr_min")
+    lr, clip_norm = check_positive_float(lr, "lr"), check_positive_float(clip_norm, "clip_norm")
+    lr_min = None if lr_min is None else check_positive_float(lr_min, "lr_min")
     if lr_min is not None and lr_min > lr:
         raise ValueError(f"lr_min ({lr_min}) must not exceed lr ({lr})")
     if not isinstance(train_networks, bool):

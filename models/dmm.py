@@ -50,6 +50,7 @@ from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
     check_mask,
+    check_positive_float,
     check_positive_int,
     check_sequences,
 )
@@ -57,14 +58,6 @@ from alternators_ppl.validation import (
 __all__ = ["DeepMarkovModel", "GatedTransition", "GaussianEmitter", "Combiner"]
 
 _INSTANCES = itertools.count()
-
-
-def _check_positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 class GaussianEmitter(nn.Module):
@@ -171,8 +164,8 @@ class DeepMarkovModel(PyroModule):
         transition_hidden = check_positive_int(transition_hidden, "transition_hidden")
         emission_hidden = check_positive_int(emission_hidden, "emission_hidden")
         self.rnn_hidden = check_positive_int(rnn_hidden, "rnn_hidden")
-        self.min_scale = _check_positive_float(min_scale, "min_scale")
-        init_emission_scale = _check_positive_float(init_emission_scale, "init_emission_scale")
+        self.min_scale = check_positive_float(min_scale, "min_scale")
+        init_emission_scale = check_positive_float(init_emission_scale, "init_emission_scale")
         self.param_name = f"dmm{next(_INSTANCES)}"  # unique pyro.module prefix
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
         self.emitter = GaussianEmitter(
@@ -295,8 +288,8 @@ class DeepMarkovModel(PyroModule):
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
         num_particles = check_positive_int(num_particles, "num_particles")
-        lr = _check_positive_float(lr, "lr")
-        clip_norm = _check_positive_float(clip_norm, "clip_norm")
+        lr = check_positive_float(lr, "lr")
+        clip_norm = check_positive_float(clip_norm, "clip_norm")
         x_train, mask = self._prepare(x_train, mask, "x_train")
         if x_val is not None:
             x_val, mask_val = self._prepare(x_val, mask_val, "x_val")
