@@ -9,12 +9,14 @@ from alternators_ppl.models import Alternator
 from alternators_ppl.networks import MLP
 
 
-def program_log_density(model, x, z, mask=None):
+def program_log_density(model, x, z, mask=None, extra=None):
     """log-density (B,) of ``model.model``'s trace conditioned on the latent path z (B, T+1, Dz)
     and on the ``x_missing_t`` draws (taken from x), summed over every site but the
-    ``x_missing_t`` ones: what ``model.log_joint(x, z, mask)`` must equal."""
+    ``x_missing_t`` ones: what ``model.log_joint(x, z, mask)`` must equal. ``extra`` conditions
+    further sites (e.g. global parameters), whose terms are not summed."""
     data = {f"z_{t}": z[:, t] for t in range(z.shape[1])}
     data.update({f"x_missing_{t}": x[:, t - 1] for t in range(1, x.shape[1] + 1)})
+    data.update(extra or {})
     trace = poutine.trace(poutine.condition(model.model, data=data)).get_trace(x, mask)
     trace.compute_log_prob()
     return sum(

@@ -87,17 +87,8 @@ def test_batched_hyperparameters_give_each_particle_its_own_program():
     x, z, mask = data(model)
     draws = {"sigma_x": [0.2, 0.35], "sigma_z": [0.15, 0.05], "alpha_u": [0.3, 0.6]}
     batched = {k: torch.tensor(v, dtype=torch.float64).unsqueeze(-1) for k, v in draws.items()}
-    conditioned = {f"z_{t}": z[:, t] for t in range(z.shape[1])}
-    conditioned |= {f"x_missing_{t}": x[:, t - 1] for t in range(1, x.shape[1] + 1)}
     with pyro.plate("particles", 2, dim=-2):
-        trace = poutine.trace(poutine.condition(program.model, data=conditioned | batched))
-        trace = trace.get_trace(x, mask)
-    trace.compute_log_prob()
-    path = sum(
-        site["log_prob"]
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and name.startswith(("x_", "z_")) and "missing" not in name
-    )  # (2, B)
+        path = program_log_density(program, x, z, mask, extra=batched)  # (2, B)
     for n in range(2):
         sz = draws["sigma_z"][n]
         oracle = rebuilt(
