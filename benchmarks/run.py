@@ -37,27 +37,18 @@ def run_one(module: str, *args) -> dict:
 def plan(items: set[int], device: str, quick: bool, budget_s: float) -> list[tuple[str, list]]:
     """The (module, arguments) list of every configuration to run."""
     jobs = []
+
+    def loss_step(path: str, steps: int, repeats: int, batch: int | None = None) -> None:
+        extra = [] if batch is None else ["--batch", batch]
+        arguments = ["--path", path, "--steps", steps, *extra, "--repeats", repeats]
+        jobs.append(("loss_step", [*arguments, "--device", device]))
+
     steps_1 = (50, 200) if quick else (100, 1000, 10000)
     if 1 in items or 5 in items:
         for steps in steps_1:
             for path in PATHS:
                 slow = path in ("trace", "sequential") and steps >= 10000
-                repeats = 1 if quick or slow else 5
-                jobs.append(
-                    (
-                        "loss_step",
-                        [
-                            "--path",
-                            path,
-                            "--steps",
-                            steps,
-                            "--repeats",
-                            repeats,
-                            "--device",
-                            device,
-                        ],
-                    )
-                )
+                loss_step(path, steps, 1 if quick or slow else 5)
     if 2 in items:
         size = (50, 50) if quick else (1000, 1000)
         jobs.append(("sampling", ["--samples", size[0], "--steps", size[1], "--device", device]))
@@ -77,40 +68,10 @@ def plan(items: set[int], device: str, quick: bool, budget_s: float) -> list[tup
     if 4 in items:
         for steps in (30, 100) if quick else (100, 300, 1000, 3000, 10000):
             for path in ("sequential", "parallel"):
-                jobs.append(
-                    (
-                        "loss_step",
-                        [
-                            "--path",
-                            path,
-                            "--steps",
-                            steps,
-                            "--repeats",
-                            1 if quick else 3,
-                            "--device",
-                            device,
-                        ],
-                    )
-                )
+                loss_step(path, steps, 1 if quick else 3)
         for batch in (8, 32) if quick else (8, 32, 128, 512):
             for path in ("sequential", "parallel"):
-                jobs.append(
-                    (
-                        "loss_step",
-                        [
-                            "--path",
-                            path,
-                            "--steps",
-                            100 if quick else 1000,
-                            "--batch",
-                            batch,
-                            "--repeats",
-                            1 if quick else 3,
-                            "--device",
-                            device,
-                        ],
-                    )
-                )
+                loss_step(path, 100 if quick else 1000, 1 if quick else 3, batch)
     return jobs
 
 
