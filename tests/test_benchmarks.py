@@ -32,24 +32,12 @@ def test_loss_step_paths_run_in_a_fresh_process():
         assert record["path"] == path and record["median_s"] > 0, record
 
 
-def run_script(module: str, *args: str) -> dict:
-    """Run ``python -m module args`` in a fresh process; return its JSON record (last line)."""
-    done = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_svi_vs_eq12_smoke_run_learns_globals(tmp_path):
     out = tmp_path / "svi.json"
-    record = run_script(
-        "benchmarks.svi_vs_eq12", "--quick", "--globals", "--noise-std", "0.6", "--out", str(out)
-    )
+    from benchmarks.run import run_one
+
+    record = run_one("svi_vs_eq12", "--quick", "--globals", "--noise-std", "0.6", "--out", out)
+    assert "error" not in record, record
     assert json.loads(out.read_text()) == record
     assert record["noise_std"] == 0.6
     assert set(record["summary"]) == {"eq12", "svi_fixed", "svi_globals"}
@@ -59,6 +47,9 @@ def test_svi_vs_eq12_smoke_run_learns_globals(tmp_path):
 
 def test_alpha_noise_smoke_run(tmp_path):
     out = tmp_path / "alpha.json"
-    record = run_script("benchmarks.alpha_noise", "--quick", "--out", str(out))
+    from benchmarks.run import run_one
+
+    record = run_one("alpha_noise", "--quick", "--out", out)
+    assert "error" not in record, record
     assert record["models"]["alpha-alternator"]["learned_sign"] in (-1, 1)
     assert json.loads(out.read_text()) == record
