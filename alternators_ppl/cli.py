@@ -6,9 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alternators_ppl.compare import TASKS, CompareConfig, format_comparison, run_comparison
-from alternators_ppl.lorenz_job import VARIANTS, LorenzJobConfig, format_summary, run_lorenz_job
-from alternators_ppl.models.zoo import MODEL_NAMES
+from alternators_ppl.experiments.compare import (
+    TASKS,
+    CompareConfig,
+    format_comparison,
+    run_comparison,
+)
+from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
+from alternators_ppl.experiments.registry import MODEL_NAMES, VARIANTS
 
 __all__ = ["main", "build_parser"]
 
@@ -137,7 +142,7 @@ def _compare(args) -> tuple[str, object]:
 
 def _diagnose(args) -> tuple[str, object]:
     # imported here: ArviZ adds about a second to the start-up of every other command
-    from alternators_ppl.diagnostics import diagnose_run, format_diagnostics
+    from alternators_ppl.experiments.diagnose import diagnose_run, format_diagnostics
 
     result = diagnose_run(
         args.run_dir,

@@ -8,7 +8,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["RunFolderExistsError", "write_json", "stage_run_folder", "publish_run_folder"]
+__all__ = [
+    "RunFolderExistsError",
+    "atomic_write",
+    "write_json",
+    "stage_run_folder",
+    "publish_run_folder",
+]
 
 
 class RunFolderExistsError(FileExistsError):
@@ -22,21 +28,35 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path, data) -> Path:
-    """Write ``data`` as indented JSON atomically (temp file in the same folder, then rename)."""
+def atomic_write(path, write) -> Path:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place.
+
+    The one atomic writer of the library: a reader sees the old file or the new one, never a
+    partial one; on failure the temp file is removed and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as indented JSON atomically (temp file in the same folder, then rename)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+
+    return atomic_write(path, write)
 
 
 def stage_run_folder(root, name: str, overwrite: bool = False) -> tuple[Path, Path]:

@@ -19,9 +19,9 @@ import time
 import numpy as np
 import torch
 
-from alternators_ppl.evaluation import forecast_windows
+from alternators_ppl.evaluation.scoring import forecast_windows
+from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
 from alternators_ppl.inference import fit
-from alternators_ppl.lorenz_job import LorenzJobConfig, build_alternator
 from alternators_ppl.metrics import crps_empirical, interval_coverage
 from alternators_ppl.runs import write_json
 from alternators_ppl.seeding import seed_everything

@@ -58,12 +58,12 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     single_thread()
 
-    from alternators_ppl.evaluation import forecast_windows, score_forecasts
+    from alternators_ppl.evaluation.scoring import forecast_windows, score_forecasts
+    from alternators_ppl.experiments.lorenz import LorenzJobConfig
     from alternators_ppl.inference import fit
     from alternators_ppl.inference.guides import SmoothingGuide
     from alternators_ppl.inference.hyperprior_guide import HyperpriorGuide
     from alternators_ppl.inference.svi import fit_svi, posterior_forecast, posterior_latents
-    from alternators_ppl.lorenz_job import LorenzJobConfig
     from alternators_ppl.metrics import crps_empirical
     from alternators_ppl.models import Alternator, HyperpriorAlternator
     from alternators_ppl.runs import write_json

@@ -25,9 +25,9 @@ def loss_for(path: str):
 
 
 def forecast_run(path, target, budget_s, every, device):
-    from alternators_ppl.evaluation import forecast_windows
+    from alternators_ppl.evaluation.scoring import forecast_windows
+    from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
     from alternators_ppl.inference import fit
-    from alternators_ppl.lorenz_job import LorenzJobConfig, build_alternator
     from alternators_ppl.metrics import crps_empirical
 
     cfg = LorenzJobConfig()
@@ -61,8 +61,8 @@ def forecast_run(path, target, budget_s, every, device):
 
 
 def spikes_run(path, target, budget_s, every, device):
+    from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
     from alternators_ppl.inference import fit
-    from alternators_ppl.lorenz_job import LorenzJobConfig, build_alternator
     from alternators_ppl.metrics import r2
 
     cfg = LorenzJobConfig()

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from alternators_ppl.errors import NonFiniteLossError
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
@@ -22,10 +23,6 @@ from alternators_ppl.validation import (
 )
 
 __all__ = ["fit", "History", "NonFiniteLossError", "warmup_cosine"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or inf loss; the last good checkpoint (if any) is intact."""
 
 
 @dataclass

@@ -11,7 +11,6 @@ from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM
 from alternators_ppl.models.naive import Climatology, Persistence
 from alternators_ppl.models.recurrence import linear_recurrence
-from alternators_ppl.models.zoo import MODEL_NAMES, build_model
 
 __all__ = [
     "Alternator",
@@ -23,6 +22,4 @@ __all__ = [
     "DeepMarkovModel",
     "Persistence",
     "Climatology",
-    "MODEL_NAMES",
-    "build_model",
 ]

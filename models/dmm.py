@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn.functional import softplus
 from tqdm.auto import tqdm
 
-from alternators_ppl.inference.training import NonFiniteLossError
+from alternators_ppl.errors import NonFiniteLossError
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,

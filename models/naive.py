@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from alternators_ppl.evaluation import linear_interpolation
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -15,7 +15,27 @@ from alternators_ppl.validation import (
     check_sequences,
 )
 
-__all__ = ["Persistence", "Climatology"]
+__all__ = ["Persistence", "Climatology", "linear_interpolation"]
+
+
+def linear_interpolation(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill missing steps of (B, T, D) by linear interpolation in time between observed ones.
+
+    ``mask`` (B, T) bool, True = observed; before the first / after the last observed step the
+    nearest observed value is used.
+    """
+    steps = torch.arange(x.shape[1], dtype=torch.float64)
+    out = x.clone()
+    for b in range(x.shape[0]):
+        seen = mask[b].cpu()
+        if not seen.any():
+            raise ValueError(f"sequence {b} has no observed step to interpolate from")
+        known = x[b, seen.to(x.device)].double().cpu().numpy()
+        filled = [
+            np.interp(steps.numpy(), steps[seen].numpy(), known[:, d]) for d in range(x.shape[2])
+        ]
+        out[b] = torch.as_tensor(np.stack(filled, -1), dtype=x.dtype, device=x.device)
+    return out
 
 
 class _NaiveModel(SequenceModel):

@@ -5,11 +5,11 @@ import math
 import pyro
 import pytest
 import torch
-from oracles import program_log_density
 from pyro import poutine
 from torch import nn
 
 from alternators_ppl.models import Alternator
+from tests.oracles import program_log_density
 
 
 def make_model(obs_dim=3, latent_dim=2, alpha=0.3, **kwargs):

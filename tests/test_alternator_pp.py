@@ -5,9 +5,9 @@ import math
 import pyro
 import pytest
 import torch
-from oracles import program_log_density
 
 from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
+from tests.oracles import program_log_density
 
 
 def make_model(**kwargs):

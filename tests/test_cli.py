@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alternators_ppl import lorenz_job, runs
+from alternators_ppl import runs
 from alternators_ppl.cli import main
+from alternators_ppl.experiments import lorenz as lorenz_job
 
 NAME = "smoke"
 FIGURES = (

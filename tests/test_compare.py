@@ -5,7 +5,7 @@ import json
 import pytest
 
 from alternators_ppl.cli import main
-from alternators_ppl.compare import CompareConfig, format_comparison, run_comparison
+from alternators_ppl.experiments.compare import CompareConfig, format_comparison, run_comparison
 
 
 def test_quick_comparison_writes_table_json_and_figure(tmp_path):
@@ -27,8 +27,8 @@ def test_quick_comparison_writes_table_json_and_figure(tmp_path):
 def test_persistence_model_scores_equal_the_independent_reference(tmp_path):
     import torch
 
-    from alternators_ppl.evaluation import forecast_windows, score_forecasts
-    from alternators_ppl.tasks import lorenz_forecasting_task
+    from alternators_ppl.data.tasks import lorenz_forecasting_task
+    from alternators_ppl.evaluation.scoring import forecast_windows, score_forecasts
 
     cfg = CompareConfig.quick(models=("persistence",))
     _, results = run_comparison(cfg, tmp_path, "p")

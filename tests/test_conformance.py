@@ -4,7 +4,8 @@ import pyro
 import pytest
 import torch
 
-from alternators_ppl.models import MODEL_NAMES, SequenceModel, build_model
+from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
+from alternators_ppl.models import SequenceModel
 
 OPTIONS = {"alternator": {"epochs": 2}, "dmm": {"epochs": 2}, "kalman": {"em_iters": 2}}
 

@@ -16,11 +16,11 @@ import torch
 import xarray as xr
 
 from alternators_ppl.cli import main
-from alternators_ppl.diagnostics import pointwise_log_likelihood
+from alternators_ppl.data.tasks import lorenz_forecasting_task
+from alternators_ppl.evaluation.inference_data import pointwise_log_likelihood
+from alternators_ppl.experiments.lorenz import LorenzJobConfig, run_lorenz_job
 from alternators_ppl.inference import load_checkpoint
-from alternators_ppl.lorenz_job import LorenzJobConfig, run_lorenz_job
 from alternators_ppl.models import Alternator
-from alternators_ppl.tasks import lorenz_forecasting_task
 
 CHAINS, DRAWS = 2, 40
 CFG = LorenzJobConfig.quick()

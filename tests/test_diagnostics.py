@@ -15,23 +15,23 @@ import xarray as xr
 from pyro import poutine
 from scipy import stats
 
-from alternators_ppl import diagnostics
-from alternators_ppl.diagnostics import (
+from alternators_ppl import metrics
+from alternators_ppl.evaluation import calibration, diagnostic_figures, inference_data
+from alternators_ppl.evaluation.calibration import coverage_table, pit_values
+from alternators_ppl.evaluation.diagnostic_figures import plot_pit, plot_ppc, plot_trace_and_rank
+from alternators_ppl.evaluation.inference_data import (
     DiagnosticsExistError,
-    coverage_table,
-    diagnose_run,
     loo_over_time,
-    pit_values,
-    plot_pit,
-    plot_ppc,
-    plot_trace_and_rank,
     pointwise_log_likelihood,
     save_netcdf,
     summary_table,
     to_inference_data,
 )
+from alternators_ppl.experiments import diagnose
+from alternators_ppl.experiments.diagnose import diagnose_run
 from alternators_ppl.inference import save_checkpoint
 from alternators_ppl.models import Alternator
+from tests.oracles import program_log_density
 
 C, D, B, T, DZ, DX = 2, 30, 3, 6, 2, 3
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -112,22 +112,23 @@ def test_pointwise_log_likelihood_follows_autograd_and_chunks(monkeypatch):
     x, _ = _gappy_x()
     z = model.infer_latents(x, num_samples=5)
     full = pointwise_log_likelihood(model, x, z)
-    monkeypatch.setattr(diagnostics, "_ROWS_PER_CHUNK", 1)  # one path per OTN call
+    monkeypatch.setattr(inference_data, "_ROWS_PER_CHUNK", 1)  # one path per OTN call
     torch.testing.assert_close(pointwise_log_likelihood(model, x, z), full)
     full.sum().backward()
     assert all(p.grad is not None for p in model.otn.parameters())
 
 
 def test_sample_stat_lp_equals_model_log_joint():
-    """diagnose_run's "lp" (FTN run once on x, shared by all paths) is Alternator.log_joint."""
+    """diagnose_run's "lp" per (chain, draw) is the Pyro program's log-density of its path,
+    summed over sequences (an oracle that never calls log_joint)."""
     model = _model()
     x = torch.randn(B, T, DX, dtype=torch.float64)
-    z = model.infer_latents(x, num_samples=4)
     with torch.no_grad():
-        log_lik = pointwise_log_likelihood(model, x, z)
-        lp = diagnostics._log_joint_terms(model, x, z, log_lik)
-        expected = torch.stack([model.log_joint(x, path) for path in z])
-    torch.testing.assert_close(lp, expected, rtol=0, atol=1e-10)
+        z, _, log_lik, lp = diagnose._draw(model, x, chains=2, draws=3)
+        paths = z.reshape(6, B, T + 1, DZ)
+        expected = torch.stack([program_log_density(model, x, path).sum() for path in paths])
+    torch.testing.assert_close(lp.reshape(6), expected, rtol=0, atol=1e-9)
+    assert log_lik.shape == (2, 3, B, T)
 
 
 @pytest.mark.parametrize(
@@ -335,9 +336,9 @@ def test_pit_randomises_ties():
 def test_coverage_table_chunks_past_the_quantile_limit(monkeypatch):
     samples, truth, _ = _gaussian_case(n=200, s=50)
     whole = coverage_table(samples, truth)
-    monkeypatch.setattr(diagnostics, "_QUANTILE_LIMIT", 50 * 7)  # 7 elements per chunk
+    monkeypatch.setattr(calibration, "_QUANTILE_LIMIT", 50 * 7)  # 7 elements per chunk
     assert coverage_table(samples, truth) == whole
-    metric = diagnostics.metrics.interval_coverage(samples, truth, 0.9, over=(0, 1))
+    metric = metrics.interval_coverage(samples, truth, 0.9, over=(0, 1))
     assert whole[0.9]["coverage"] == pytest.approx(float(metric))
 
 
@@ -443,13 +444,13 @@ def test_figures_write_pngs(tmp_path):
 def test_rank_histogram_counts_ranks_of_each_chain_among_all_draws():
     rng = np.random.default_rng(0)
     same = rng.normal(size=(3, 100))
-    fig = diagnostics._trace_rank_figure([("same", same)])
+    fig = diagnostic_figures._trace_rank_figure([("same", same)])
     counts = [p.get_data().values for p in fig.axes[1].patches]
     assert len(counts) == 3 and all(c.sum() == 100 for c in counts)
     assert max(c.max() for c in counts) < 15  # 20 bins of 5 expected each
     shifted = same.copy()
     shifted[2] += 10.0  # chain 2 sits above the others: all its ranks are the top 100
-    fig = diagnostics._trace_rank_figure([("shifted", shifted)])
+    fig = diagnostic_figures._trace_rank_figure([("shifted", shifted)])
     top = fig.axes[1].patches[2].get_data().values
     assert top[:-7].sum() == 0 and top.sum() == 100
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from alternators_ppl.evaluation import (
+from alternators_ppl.evaluation.scoring import (
     climatology_samples,
     forecast_windows,
     linear_interpolation,
@@ -272,7 +272,7 @@ def test_scores_on_cuda():
 
 
 def test_hide_random_steps_is_seeded_and_hides_whole_steps():
-    from alternators_ppl.evaluation import hide_random_steps
+    from alternators_ppl.evaluation.scoring import hide_random_steps
 
     x = torch.randn(40, 50, 3)
     gappy, mask = hide_random_steps(x, 0.3, seed=4)

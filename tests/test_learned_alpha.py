@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from oracles import program_log_density
 
 from alternators_ppl.inference import fit
 from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
+from tests.oracles import program_log_density
 
 
 def test_starts_at_the_given_schedule_and_stays_bounded():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alternators_ppl.lorenz import integrate_lorenz, lorenz_vector_field, simulate_lorenz
+from alternators_ppl.data.lorenz import integrate_lorenz, lorenz_vector_field, simulate_lorenz
 
 
 def test_vector_field_known_value_and_batch_shape():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from alternators_ppl.lorenz_job import LorenzJobConfig, format_summary, run_lorenz_job
+from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from alternators_ppl.lorenz import simulate_lorenz
-from alternators_ppl.neurons import GaussianTuning, make_tuning, poisson_spikes
-from alternators_ppl.scaling import Standardizer
+from alternators_ppl.data.lorenz import simulate_lorenz
+from alternators_ppl.data.neurons import GaussianTuning, make_tuning, poisson_spikes
+from alternators_ppl.data.scaling import Standardizer
 
 
 @pytest.fixture(scope="module")

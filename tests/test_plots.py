@@ -1,4 +1,4 @@
-"""Tests for alternators_ppl.plots."""
+"""Tests for alternators_ppl.evaluation.figures."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from alternators_ppl import plots
-from alternators_ppl.plots import (
+from alternators_ppl.evaluation import figures as plots
+from alternators_ppl.evaluation.figures import (
     plot_attractor,
     plot_forecast_fan,
     plot_imputation,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from alternators_ppl.scaling import Standardizer
+from alternators_ppl.data.scaling import Standardizer
 
 
 def _data(seed=0, shape=(10, 20)):

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from alternators_ppl.tasks import lorenz_forecasting_task, lorenz_spikes_task
+from alternators_ppl.data.tasks import lorenz_forecasting_task, lorenz_spikes_task
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from oracles import program_log_density
+
+from tests.oracles import program_log_density
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "variants.md"
 

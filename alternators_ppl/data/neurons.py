@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alternators_ppl.lorenz import _positive_float, _positive_int
+from alternators_ppl.data.lorenz import _positive_float, _positive_int
 
 __all__ = ["GaussianTuning", "make_tuning", "poisson_spikes"]
 

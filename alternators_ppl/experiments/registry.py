@@ -8,14 +8,32 @@ from __future__ import annotations
 import torch
 
 from alternators_ppl.inference.training import fit
+from alternators_ppl.models.alpha_alternator import AlphaAlternator
 from alternators_ppl.models.alternator import Alternator
+from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
 from alternators_ppl.models.dmm import DeepMarkovModel
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM
+from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
 from alternators_ppl.models.naive import Climatology, Persistence
 from alternators_ppl.validation import as_float_tensor, check_positive_int
 
-__all__ = ["AlternatorModel", "KalmanModel", "DMMModel", "MODEL_NAMES", "build_model"]
+__all__ = [
+    "AlternatorModel",
+    "KalmanModel",
+    "DMMModel",
+    "MODEL_NAMES",
+    "VARIANTS",
+    "build_model",
+]
+
+#: model variants the job can train, by CLI name
+VARIANTS = {
+    "alternator": Alternator,
+    "alternator++": AlternatorPlusPlus,
+    "alpha-alternator": AlphaAlternator,
+    "learned-alpha": LearnedAlphaAlternator,
+}
 
 
 def _budget_callback(budget_s: float | None):

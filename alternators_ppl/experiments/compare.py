@@ -17,17 +17,17 @@ from pathlib import Path
 
 import torch
 
-from alternators_ppl import plots
-from alternators_ppl.evaluation import (
+from alternators_ppl.data.tasks import linear_gaussian_task, lorenz_forecasting_task
+from alternators_ppl.evaluation import figures as plots
+from alternators_ppl.evaluation.scoring import (
     forecast_windows,
     hide_random_steps,
     score_forecast_draws,
     score_imputation,
 )
-from alternators_ppl.models.zoo import MODEL_NAMES, build_model
+from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
 from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
 from alternators_ppl.seeding import seed_everything
-from alternators_ppl.tasks import linear_gaussian_task, lorenz_forecasting_task
 
 __all__ = ["CompareConfig", "TASKS", "run_comparison", "format_comparison"]
 

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 
 from alternators_ppl import metrics
+from alternators_ppl.models.naive import linear_interpolation
 from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "forecast_windows",
     "persistence_forecast",
     "climatology_samples",
-    "linear_interpolation",
     "hide_random_steps",
     "score_forecast_draws",
     "score_forecasts",
@@ -63,26 +63,6 @@ def climatology_samples(
     count = int(np.prod(shape[:-1])) * num_samples
     index = torch.randint(len(pool), (count,), generator=generator, device="cpu").to(pool.device)
     return pool[index].reshape(num_samples, *shape)
-
-
-def linear_interpolation(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Fill missing steps of (B, T, D) by linear interpolation in time between observed ones.
-
-    ``mask`` (B, T) bool, True = observed; before the first / after the last observed step the
-    nearest observed value is used.
-    """
-    steps = torch.arange(x.shape[1], dtype=torch.float64)
-    out = x.clone()
-    for b in range(x.shape[0]):
-        seen = mask[b].cpu()
-        if not seen.any():
-            raise ValueError(f"sequence {b} has no observed step to interpolate from")
-        known = x[b, seen.to(x.device)].double().cpu().numpy()
-        filled = [
-            np.interp(steps.numpy(), steps[seen].numpy(), known[:, d]) for d in range(x.shape[2])
-        ]
-        out[b] = torch.as_tensor(np.stack(filled, -1), dtype=x.dtype, device=x.device)
-    return out
 
 
 def _interval_scores(samples, truth, over):

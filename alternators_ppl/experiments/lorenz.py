@@ -22,33 +22,22 @@ import numpy as np
 import pyro
 import torch
 
-from alternators_ppl import plots
-from alternators_ppl.evaluation import (
+from alternators_ppl.data.tasks import lorenz_forecasting_task, lorenz_spikes_task
+from alternators_ppl.evaluation import figures as plots
+from alternators_ppl.evaluation.scoring import (
     forecast_windows,
     hide_random_steps,
     score_forecasts,
     score_imputation,
     score_latents,
 )
+from alternators_ppl.experiments.registry import VARIANTS
 from alternators_ppl.inference import fit
 from alternators_ppl.models import Alternator
-from alternators_ppl.models.alpha_alternator import AlphaAlternator
-from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
-from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
 from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
 from alternators_ppl.seeding import seed_everything
-from alternators_ppl.tasks import lorenz_forecasting_task, lorenz_spikes_task
 
-__all__ = ["LorenzJobConfig", "VARIANTS", "build_alternator", "run_lorenz_job", "format_summary"]
-
-#: model variants the job can train, by CLI name
-VARIANTS = {
-    "alternator": Alternator,
-    "alternator++": AlternatorPlusPlus,
-    "alpha-alternator": AlphaAlternator,
-    "learned-alpha": LearnedAlphaAlternator,
-}
-
+__all__ = ["LorenzJobConfig", "build_alternator", "run_lorenz_job", "format_summary"]
 
 @dataclass(frozen=True)
 class LorenzJobConfig:

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alternators_ppl.lorenz import (
+from alternators_ppl.data.lorenz import (
     _nonnegative_float,
     _positive_float,
     _positive_int,
     simulate_lorenz,
 )
-from alternators_ppl.neurons import GaussianTuning, make_tuning, poisson_spikes
-from alternators_ppl.scaling import Standardizer
+from alternators_ppl.data.neurons import GaussianTuning, make_tuning, poisson_spikes
+from alternators_ppl.data.scaling import Standardizer
 
 __all__ = [
     "ForecastingTask",

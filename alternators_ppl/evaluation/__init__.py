@@ -1,0 +1,1 @@
+"""Evaluation: scoring, InferenceData, calibration and figures."""
