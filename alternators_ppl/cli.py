@@ -96,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(compare, "compare-<task>-<timestamp>")
     compare.add_argument("--models", type=_model_list, help=f"subset of {','.join(MODEL_NAMES)}")
     compare.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
-    compare.add_argument("--budget-s", type=_positive_float, help="training seconds per model")
+    compare.add_argument(
+        "--budget-s",
+        type=_positive_float,
+        help="wall-clock safety cap on training seconds per model (the budget is --epochs)",
+    )
     compare.add_argument("--epochs", type=_positive_int, help="epoch cap of trained models")
     diagnose = commands.add_parser(
         "diagnose",
@@ -136,7 +140,8 @@ def _compare(args) -> tuple[str, object]:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
-    run, results = run_comparison(cfg, args.runs_dir, args.name, args.overwrite)
+    command = " ".join([PROG, *args.argv])
+    run, results = run_comparison(cfg, args.runs_dir, args.name, args.overwrite, command)
     return format_comparison(results), run
 
 
@@ -163,7 +168,9 @@ def main(argv=None) -> int:
 
     Every error is reported as one line on stderr.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     command = _COMMANDS[args.command]
     try:
         summary, run = command(args)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 __all__ = [
     "RunFolderExistsError",
+    "resolve_device",
+    "library_versions",
     "atomic_write",
     "write_json",
     "stage_run_folder",
@@ -19,6 +24,31 @@ __all__ = [
 
 class RunFolderExistsError(FileExistsError):
     """The run folder exists and overwriting was not asked for."""
+
+
+def resolve_device(device, name: str = "device") -> torch.device:
+    """``device`` (str or torch.device) as a torch.device; ValueError if it names CUDA and
+    CUDA is not available, or if it is not a device at all."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"{name} {device!r} is not a torch device") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {str(device)!r} requested but CUDA is not available")
+    return resolved
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the numerical libraries, for run records."""
+    import numpy
+    import pyro
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 def _umask() -> int:

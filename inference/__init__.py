@@ -1,10 +1,13 @@
-"""Inference for Alternators (``alternators_ppl.inference``): Eq. 12 training, checkpoints, the
-trace-based loss, SVI guides (paths and Bayesian globals). NUTS lives in
+"""Inference (``alternators_ppl.inference``): every way to fit or infer, on one epoch loop
+(:func:`run_epochs`): Eq. 12 training, SVI, the DMM, checkpoints, the trace-based loss, SVI
+guides (paths and Bayesian globals). NUTS lives in
 ``alternators_ppl.inference.nuts`` (imported on demand: it loads JAX)."""
 
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
+from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.inference.guides import FilteringGuide, SmoothingGuide
 from alternators_ppl.inference.hyperprior_guide import GLOBAL_GUIDES, HyperpriorGuide
+from alternators_ppl.inference.loop import Checkpointing, History, run_epochs
 from alternators_ppl.inference.svi import (
     ELBOS,
     elbo_samples,
@@ -12,12 +15,16 @@ from alternators_ppl.inference.svi import (
     make_elbo,
     posterior_forecast,
     posterior_latents,
+    run_svi_epochs,
 )
 from alternators_ppl.inference.trace_loss import trace_loss
-from alternators_ppl.inference.training import History, NonFiniteLossError, fit, warmup_cosine
+from alternators_ppl.inference.training import NonFiniteLossError, fit, warmup_cosine
 
 __all__ = [
     "fit",
+    "fit_dmm",
+    "run_epochs",
+    "Checkpointing",
     "History",
     "NonFiniteLossError",
     "warmup_cosine",
@@ -34,4 +41,5 @@ __all__ = [
     "make_elbo",
     "posterior_forecast",
     "posterior_latents",
+    "run_svi_epochs",
 ]

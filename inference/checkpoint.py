@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from alternators_ppl.runs import atomic_write
 from alternators_ppl.seeding import capture_rng_state, restore_rng_state
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
@@ -20,7 +20,6 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, **extra) -> Pat
     every global random generator and ``extra`` (plain data: ints, floats, lists, dicts).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "model": model.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
@@ -28,16 +27,14 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, **extra) -> Pat
         "rng": capture_rng_state(),
         "extra": extra,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return path
 
 
@@ -51,7 +48,12 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng: bo
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     device = next(iter(model.buffers()), torch.empty(0)).device
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # truncated, corrupt or not a checkpoint at all
+        raise ValueError(f"unreadable checkpoint {path}: {type(error).__name__}") from error
+    if not isinstance(state, dict) or not {"model", "rng", "extra"} <= set(state):
+        raise ValueError(f"unreadable checkpoint {path}: not a checkpoint of this library")
     model.load_state_dict(state["model"])
     if optimizer is not None and state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -13,8 +13,6 @@ as it was; the guide's and the model's weights are plain module parameters.
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Callable
 
 import pyro
@@ -22,9 +20,8 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
-from tqdm.auto import tqdm
 
-from alternators_ppl.inference.training import History, NonFiniteLossError
+from alternators_ppl.inference.loop import History, run_epochs
 from alternators_ppl.models.hyperprior import HyperpriorAlternator
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import check_mask, check_positive_float, check_positive_int
@@ -32,6 +29,7 @@ from alternators_ppl.validation import check_mask, check_positive_float, check_p
 __all__ = [
     "ELBOS",
     "fit_svi",
+    "run_svi_epochs",
     "make_elbo",
     "elbo_samples",
     "posterior_latents",
@@ -110,6 +108,7 @@ def fit_svi(
     clip_norm: float = 10.0,
     progress: bool = False,
     callback: Callable[[int, History], bool | None] | None = None,
+    budget_s: float | None = None,
 ) -> History:
     """Train ``guide`` (and the model's networks unless ``train_networks=False``) by SVI.
 
@@ -150,7 +149,6 @@ def fit_svi(
     num_train, steps = x.shape[:2]
     num_steps = epochs * math.ceil(num_train / batch_size)
     lrd = 1.0 if lr_min is None else (lr_min / lr) ** (1.0 / max(num_steps, 1))
-    history = History()
     frozen: list[torch.nn.Parameter] = []
     was_training = _core(model).training
     with pyro.get_param_store().scope():
@@ -172,45 +170,68 @@ def fit_svi(
                 ClippedAdam({"lr": lr, "clip_norm": clip_norm, "lrd": lrd}),
                 loss_fn,
             )
-            bar = tqdm(
-                range(epochs),
+
+            def validate() -> float:
+                return _fixed_noise_loss(loss_fn, model_fn, guide_fn, x_val, mask_val, seed)
+
+            history = run_svi_epochs(
+                svi,
+                x,
+                mask,
+                epochs=epochs,
+                batch_size=batch_size,
+                validate=None if x_val is None else validate,
+                lr_at_step=lambda step: lr * lrd**step,
+                budget_s=budget_s,
+                callback=callback,
+                progress=progress,
                 desc="fit_svi",
-                unit="epoch",
-                disable=not progress or not sys.stderr.isatty(),
             )
-            step = 0
-            for epoch in bar:
-                tic = time.perf_counter()
-                order = torch.randperm(num_train).to(x.device)
-                total = 0.0
-                for begin in range(0, num_train, batch_size):
-                    index = order[begin : begin + batch_size]
-                    loss = svi.step(x[index], mask[index])
-                    step += 1
-                    if not math.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"loss is {loss} at epoch {epoch + 1}, batch {begin // batch_size + 1}"
-                        )
-                    total += loss
-                history.lr.append(lr * lrd**step)
-                history.train_loss.append(total / (num_train * steps))
-                score = history.train_loss[-1]
-                if x_val is not None:
-                    score = _fixed_noise_loss(loss_fn, model_fn, guide_fn, x_val, mask_val, seed)
-                    if not math.isfinite(score):
-                        raise NonFiniteLossError(f"validation loss is {score} at epoch {epoch + 1}")
-                    history.val_loss.append(score)
-                history.epoch_seconds.append(time.perf_counter() - tic)
-                if history.best_loss is None or score < history.best_loss:
-                    history.best_epoch, history.best_loss = epoch + 1, score
-                bar.set_postfix(loss=f"{history.train_loss[-1]:.4g}", val=f"{score:.4g}")
-                if callback is not None and callback(epoch + 1, history):
-                    break
         finally:
             for p in frozen:
                 p.requires_grad_(True)
             _core(model).train(was_training)
     return history
+
+
+def run_svi_epochs(
+    svi: SVI,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    validate: Callable[[], float] | None = None,
+    lr_at_step: Callable[[int], float] | None = None,
+    budget_s: float | None = None,
+    callback: Callable[[int, History], bool | None] | None = None,
+    progress: bool = False,
+    desc: str = "svi",
+) -> History:
+    """``svi.step`` over shuffled minibatches of checked x (B, T, Dx) and mask, through the
+    shared epoch loop; losses are -ELBO per sequence per step. ``lr_at_step(n)`` gives the
+    learning rate after n optimiser steps (recorded per epoch)."""
+    steps_done = 0
+
+    def train_batch(index: torch.Tensor) -> float:
+        nonlocal steps_done
+        steps_done += 1
+        return svi.step(x[index], mask[index])
+
+    return run_epochs(
+        train_batch,
+        x.shape[0],
+        epochs=epochs,
+        batch_size=batch_size,
+        device=x.device,
+        normaliser=x.shape[0] * x.shape[1],
+        validate=validate,
+        current_lr=None if lr_at_step is None else (lambda: lr_at_step(steps_done)),
+        budget_s=budget_s,
+        callback=callback,
+        progress=progress,
+        desc=desc,
+    )
 
 
 def _fixed_noise_loss(loss_fn, model_fn, guide_fn, x, mask, seed: int | None) -> float:

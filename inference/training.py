@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from alternators_ppl.errors import NonFiniteLossError
-from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
+from alternators_ppl.inference.loop import Checkpointing, History, data_fingerprint, run_epochs
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -23,22 +20,6 @@ from alternators_ppl.validation import (
 )
 
 __all__ = ["fit", "History", "NonFiniteLossError", "warmup_cosine"]
-
-
-@dataclass
-class History:
-    """Per-epoch record of a training run (lists of length ``epochs`` run so far)."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_loss: float | None = None
-
-    def to_dict(self) -> dict:
-        """Plain-data copy (JSON-serialisable)."""
-        return asdict(self)
 
 
 def warmup_cosine(
@@ -61,6 +42,8 @@ def _check_data(model, x, z, mask, x_name: str, z_name: str, device):
     x = as_float_tensor(x, x_name, device=device, dtype=model.dtype)
     check_sequences(x, x_name, model.obs_dim)
     mask = check_mask(mask, x, f"mask for {x_name}")
+    if not mask.any():
+        raise ValueError(f"{x_name} has no observed entry (all values missing)")
     if z is not None:
         z = as_float_tensor(z, z_name, device=device, dtype=model.dtype)
         expected = (x.shape[0], x.shape[1], model.latent_dim)
@@ -100,9 +83,10 @@ def fit(
     lr_min: float = 1e-4,
     warmup_epochs: int = 10,
     clip_norm: float = 10.0,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     callback: Callable[[int, History], bool | None] | None = None,
     loss_fn: Callable | None = None,
+    budget_s: float | None = None,
 ) -> History:
     """Train ``model`` by its Eq. 12 loss (``model.loss``) with Adam; return the :class:`History`.
 
@@ -114,8 +98,12 @@ def fit(
     epoch, whose weights the model holds on return; without validation data the training
     loss does. With ``checkpoint_dir``, ``last.pt`` and ``best.pt`` are written atomically
     after every epoch, and ``resume=True`` continues from ``last.pt`` exactly (weights,
-    optimiser, schedule, random state). ``callback(epoch, history)`` runs after each epoch;
-    returning True stops training. A non-finite loss raises :class:`NonFiniteLossError`.
+    optimiser, schedule, random state); it is an error if ``last.pt`` is missing (use
+    ``resume="auto"`` to start fresh then) or was written with other arguments (epochs, lr,
+    schedule, batch size, seed, model, loss or data). ``callback(epoch, history)`` runs after
+    each epoch; returning True stops training; so does ``budget_s`` seconds of epochs. Runs
+    the shared epoch loop, :func:`~alternators_ppl.inference.loop.run_epochs`. A non-finite
+    loss raises :class:`NonFiniteLossError`.
     ``loss_fn(model, x, mask, z_target) -> scalar`` replaces ``model.loss`` (for example
     :func:`~alternators_ppl.inference.trace_loss` or a variant's objective).
     """
@@ -130,7 +118,7 @@ def fit(
     if (x_val is None) != (z_val is None) and z_train is not None:
         raise ValueError("supervised training with validation needs both x_val and z_val")
     if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir")
+        raise ValueError("resume needs checkpoint_dir")
     if device is not None:
         model.to(device)
     device = model.device
@@ -153,85 +141,57 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(epochs, warmup_epochs, lr, lr_min)
     )
-    history = History()
-    start = 0
-    ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-    if resume and (ckpt_dir / "last.pt").is_file():
-        extra = load_checkpoint(ckpt_dir / "last.pt", model, optimizer, scheduler)
-        history = History(**extra["history"])
-        start = extra["epoch"]
-    val_seed = 0 if seed is None else seed
-    best_state = None
+    checkpointing = None
+    if checkpoint_dir is not None:
+        run_args = {
+            "trainer": "fit",
+            "epochs": epochs,
+            "lr": lr,
+            "lr_min": lr_min,
+            "warmup_epochs": warmup_epochs,
+            "batch_size": batch_size,
+            "clip_norm": clip_norm,
+            "seed": seed,
+            "model": f"{type(model).__name__}({model.extra_repr()})",
+            "loss_fn": getattr(loss_fn, "__qualname__", type(loss_fn).__name__),
+            "data": data_fingerprint(x_train, z_train, mask_train, x_val, z_val, mask_val),
+        }
+        checkpointing = Checkpointing(Path(checkpoint_dir), model, optimizer, scheduler, run_args)
 
-    num_train = x_train.shape[0]
-    bar = tqdm(
-        range(start, epochs),
-        initial=start,
-        total=epochs,
+    def train_batch(index: torch.Tensor) -> float:
+        loss = _batch_loss(loss_fn, model, x_train, z_train, mask_train, index)
+        if not torch.isfinite(loss):
+            return loss.item()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        if not torch.isfinite(grad_norm):  # a step would write NaN weights (and checkpoints)
+            raise NonFiniteLossError(f"gradient norm is {grad_norm.item()}")
+        optimizer.step()
+        return loss.item() * len(index)
+
+    def validate() -> float:
+        return validation_loss(model, x_val, z_val, mask_val, batch_size, val_seed, loss_fn)
+
+    val_seed = 0 if seed is None else seed
+    model.train()
+    history = run_epochs(
+        train_batch,
+        x_train.shape[0],
+        epochs=epochs,
+        batch_size=batch_size,
+        device=device,
+        validate=None if x_val is None else validate,
+        current_lr=lambda: optimizer.param_groups[0]["lr"],
+        end_epoch=scheduler.step,
+        keep_best=model,
+        checkpointing=checkpointing,
+        resume=resume,
+        budget_s=budget_s,
+        callback=callback,
+        progress=progress,
         desc="fit",
-        unit="epoch",
-        disable=not progress or not sys.stderr.isatty(),
     )
-    where = "" if ckpt_dir is None else f"; last good checkpoint: {ckpt_dir / 'last.pt'}"
-    for epoch in bar:
-        tic = time.perf_counter()
-        model.train()
-        order = torch.randperm(num_train).to(device)
-        total, count = 0.0, 0
-        for begin in range(0, num_train, batch_size):
-            index = order[begin : begin + batch_size]
-            loss = _batch_loss(loss_fn, model, x_train, z_train, mask_train, index)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, "
-                    f"batch {begin // batch_size + 1}{where}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
-            if not torch.isfinite(grad_norm):  # a step would write NaN weights (and checkpoints)
-                raise NonFiniteLossError(
-                    f"gradient norm is {grad_norm.item()} at epoch {epoch + 1}, "
-                    f"batch {begin // batch_size + 1}{where}"
-                )
-            optimizer.step()
-            total += loss.item() * len(index)
-            count += len(index)
-        history.lr.append(optimizer.param_groups[0]["lr"])
-        scheduler.step()
-        history.train_loss.append(total / count)
-        score = history.train_loss[-1]
-        if x_val is not None:
-            score = validation_loss(model, x_val, z_val, mask_val, batch_size, val_seed, loss_fn)
-            if not math.isfinite(score):
-                raise NonFiniteLossError(f"validation loss is {score} at epoch {epoch + 1}{where}")
-            history.val_loss.append(score)
-        history.epoch_seconds.append(time.perf_counter() - tic)
-        improved = history.best_loss is None or score < history.best_loss
-        if improved:
-            history.best_epoch, history.best_loss = epoch + 1, score
-        if ckpt_dir is not None:
-            if improved:
-                save_checkpoint(
-                    ckpt_dir / "best.pt", model, epoch=epoch + 1, history=history.to_dict()
-                )
-            save_checkpoint(
-                ckpt_dir / "last.pt",
-                model,
-                optimizer,
-                scheduler,
-                epoch=epoch + 1,
-                history=history.to_dict(),
-            )
-        bar.set_postfix(loss=f"{history.train_loss[-1]:.4g}", val=f"{score:.4g}")
-        if improved:
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if callback is not None and callback(epoch + 1, history):
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elif ckpt_dir is not None and (ckpt_dir / "best.pt").is_file():
-        load_checkpoint(ckpt_dir / "best.pt", model, restore_rng=False)
     model.eval()
     return history
 

@@ -31,22 +31,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
-import time
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO
 from pyro.nn import PyroModule
-from pyro.optim import ClippedAdam
 from torch import nn
 from torch.nn.functional import softplus
-from tqdm.auto import tqdm
 
-from alternators_ppl.errors import NonFiniteLossError
-from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
     check_mask,
@@ -193,7 +186,7 @@ class DeepMarkovModel(PyroModule):
         check_sequences(x, name, self.obs_dim)
         return x
 
-    def _prepare(self, x, mask, name: str = "x") -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, x, mask, name: str = "x") -> tuple[torch.Tensor, torch.Tensor]:
         """Checked x (B, T, Dx) with missing entries zeroed, and the observed mask (B, T, Dx)."""
         x = self._as_input(x, name)
         mask = check_mask(mask, x, "mask" if name == "x" else f"mask for {name}")
@@ -220,7 +213,7 @@ class DeepMarkovModel(PyroModule):
         t = 1..T; missing entries of x_t are masked out of its log-density (their values,
         zero-filled, never matter).
         """
-        x, mask = self._prepare(x, mask)
+        x, mask = self.prepare(x, mask)
         pyro.module(f"{self.param_name}_transition", self.transition)
         pyro.module(f"{self.param_name}_emitter", self.emitter)
         batch, steps, _ = x.shape
@@ -244,7 +237,7 @@ class DeepMarkovModel(PyroModule):
         Reads x (B, T, Dx) zero-filled at missing entries plus the mask, so the values held at
         missing entries never matter.
         """
-        x, mask = self._prepare(x, mask)
+        x, mask = self.prepare(x, mask)
         pyro.module(f"{self.param_name}_rnn", self.rnn)
         pyro.module(f"{self.param_name}_combiner", self.combiner)
         pyro.param(f"{self.param_name}_h_0", self.h_0)
@@ -257,93 +250,7 @@ class DeepMarkovModel(PyroModule):
                 loc, scale = self.combiner(z_prev, h[:, t - 1])
                 z_prev = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
 
-    # ------------------------------------------------------------------ training / scoring
-    def fit(
-        self,
-        x_train,
-        mask=None,
-        epochs: int = 100,
-        lr: float = 1e-3,
-        batch_size: int = 32,
-        num_particles: int = 1,
-        seed: int | None = None,
-        progress: bool = False,
-        x_val=None,
-        *,
-        mask_val=None,
-        clip_norm: float = 10.0,
-        budget_s: float | None = None,
-    ) -> dict[str, list[float]]:
-        """Train by SVI (Trace_ELBO, ClippedAdam); return the per-epoch history.
-
-        x_train (B, T, Dx), NaN or ``mask`` False = missing. Each epoch shuffles the sequences
-        into minibatches of ``batch_size``; ``num_particles`` > 1 vectorises the particles.
-        Returns ``{"train_loss": [...], "val_loss": [...], "epoch_seconds": [...]}``, losses
-        being -ELBO per sequence per time step (train: running SVI estimate; val: the
-        :meth:`elbo` of ``x_val`` (B', T', Dx) with a fixed seed, so epochs are comparable;
-        empty without ``x_val``). Training stops early once the epochs took ``budget_s``
-        seconds in total. The model keeps its last weights. A non-finite loss raises
-        :class:`~alternators_ppl.inference.NonFiniteLossError`.
-        """
-        epochs = check_positive_int(epochs, "epochs")
-        batch_size = check_positive_int(batch_size, "batch_size")
-        num_particles = check_positive_int(num_particles, "num_particles")
-        lr = check_positive_float(lr, "lr")
-        clip_norm = check_positive_float(clip_norm, "clip_norm")
-        x_train, mask = self._prepare(x_train, mask, "x_train")
-        if x_val is not None:
-            x_val, mask_val = self._prepare(x_val, mask_val, "x_val")
-        elif mask_val is not None:
-            raise ValueError("mask_val was given without x_val")
-        if seed is not None:
-            seed_everything(seed)
-        elbo = Trace_ELBO(
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            max_plate_nesting=1,
-        )
-        history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "epoch_seconds": []}
-        num_train, steps = x_train.shape[:2]
-        self.train()
-        with pyro.get_param_store().scope():
-            svi = SVI(self.model, self.guide, ClippedAdam({"lr": lr, "clip_norm": clip_norm}), elbo)
-            bar = tqdm(
-                range(epochs),
-                desc="fit dmm",
-                unit="epoch",
-                disable=not progress or not sys.stderr.isatty(),
-            )
-            for epoch in bar:
-                tic = time.perf_counter()
-                order = torch.randperm(num_train, device=self.device)
-                total = 0.0
-                for begin in range(0, num_train, batch_size):
-                    index = order[begin : begin + batch_size]
-                    loss = svi.step(x_train[index], mask[index])
-                    if not math.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"loss is {loss} at epoch {epoch + 1}, batch {begin // batch_size + 1}"
-                        )
-                    total += loss
-                history["train_loss"].append(total / (num_train * steps))
-                if x_val is not None:
-                    val = self._val_loss(x_val, mask_val, num_particles, seed or 0)
-                    if not math.isfinite(val):
-                        raise NonFiniteLossError(f"validation loss is {val} at epoch {epoch + 1}")
-                    history["val_loss"].append(val)
-                history["epoch_seconds"].append(time.perf_counter() - tic)
-                bar.set_postfix(loss=f"{history['train_loss'][-1]:.4g}")
-                if budget_s is not None and sum(history["epoch_seconds"]) >= budget_s:
-                    break
-        self.eval()
-        return history
-
-    def _val_loss(self, x, mask, num_particles: int, seed: int) -> float:
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            return -self.elbo(x, mask, num_particles).mean().item() / x.shape[1]
-
+    # ------------------------------------------------------------------ scoring
     @torch.no_grad()
     def elbo(self, x, mask=None, num_particles: int = 10) -> torch.Tensor:
         """Per-sequence ELBO estimate (B,), a lower bound on log p(x^obs) in expectation.
@@ -407,7 +314,7 @@ class DeepMarkovModel(PyroModule):
     def infer_latents(self, x, mask=None, num_samples: int = 1) -> torch.Tensor:
         """Latent paths drawn from the guide given x (B, T, Dx): (S, B, T+1, Dz)."""
         num_samples = check_positive_int(num_samples, "num_samples")
-        x, mask = self._prepare(x, mask)
+        x, mask = self.prepare(x, mask)
         return self._guide_paths(x, mask, num_samples)
 
     @torch.no_grad()
@@ -419,7 +326,7 @@ class DeepMarkovModel(PyroModule):
         x holds at missing entries never affect the output.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
-        x, mask = self._prepare(x, mask)
+        x, mask = self.prepare(x, mask)
         z = self._guide_paths(x, mask, num_samples)
         return torch.where(mask, x, self._emit(z[:, :, 1:]))
 
@@ -436,7 +343,7 @@ class DeepMarkovModel(PyroModule):
         """
         horizon = check_positive_int(horizon, "horizon")
         num_samples = check_positive_int(num_samples, "num_samples")
-        x, mask = self._prepare(x_context, None, "x_context")
+        x, mask = self.prepare(x_context, None, "x_context")
         z_prev = self._guide_paths(x, mask, num_samples)[:, :, -1]
         zs = []
         for _ in range(horizon):

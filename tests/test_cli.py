@@ -114,7 +114,7 @@ def test_quick_run_prints_summary_and_writes_complete_run_folder(quick_run):
     forecast = metrics["forecast"]
     assert forecast["horizon"] == list(range(1, horizon + 1))
     for key in ("crps", "rmse", "coverage_50", "coverage_90", "width_90", "persistence_crps",
-                "persistence_rmse", "climatology_crps", "climatology_rmse"):
+                "persistence_rmse", "resampled_climatology_crps", "resampled_climatology_rmse"):
         assert len(forecast[key]) == horizon, key
         assert _finite(forecast[key]), key
     assert all(0.0 <= c <= 1.0 for c in forecast["coverage_90"])

@@ -10,6 +10,7 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
+from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.models.dmm import DeepMarkovModel
 
 
@@ -117,9 +118,9 @@ def test_shapes_of_every_method(mask_kind):
     assert dmm.infer_latents(x, mask, samples).shape == (samples, batch, steps + 1, dz)
     draws = dmm.sample(samples, 7)
     assert draws["x"].shape == (samples, 7, dx) and draws["z"].shape == (samples, 8, dz)
-    history = dmm.fit(x, mask, epochs=2, batch_size=3, num_particles=2, x_val=x, mask_val=mask)
-    assert len(history["train_loss"]) == len(history["val_loss"]) == 2
-    assert all(math.isfinite(v) for v in history["train_loss"] + history["val_loss"])
+    history = fit_dmm(dmm, x, mask, epochs=2, batch_size=3, num_particles=2, x_val=x, mask_val=mask)
+    assert len(history.train_loss) == len(history.val_loss) == 2
+    assert all(math.isfinite(v) for v in history.train_loss + history.val_loss)
 
 
 def test_inputs_follow_the_model_dtype_and_accept_numpy():
@@ -294,9 +295,9 @@ def test_training_raises_elbo_below_kalman_likelihood():
     x_test = torch.from_numpy(x_test).float()
     dmm = DeepMarkovModel(1, 2, 16, 16, 16)
     initial = dmm.elbo(x_test, num_particles=16)
-    history = dmm.fit(x_train, epochs=30, lr=1e-2, batch_size=32, seed=0, x_val=x_test)
+    history = fit_dmm(dmm, x_train, epochs=30, lr=1e-2, batch_size=32, seed=0, x_val=x_test)
     trained = dmm.elbo(x_test, num_particles=16)
-    assert history["val_loss"][-1] < history["val_loss"][0]
+    assert history.val_loss[-1] < history.val_loss[0]
     assert trained.mean() > initial.mean() + 5.0
     # E_data[ELBO] <= E_data[log p_theta(x)] <= E_data[log p_true(x)] (Gibbs); MC slack
     assert trained.mean() <= exact.mean() + 0.1
@@ -308,8 +309,8 @@ def test_forecast_beats_climatology_on_noisy_sines():
     x_train = noisy_sines(128, 30, seed=0)
     x_test = noisy_sines(32, 30, seed=1)
     dmm = DeepMarkovModel(1, 2, 16, 16, 16)
-    history = dmm.fit(x_train, epochs=40, lr=2e-2, batch_size=32, seed=0)
-    assert history["train_loss"][-1] < history["train_loss"][0]
+    history = fit_dmm(dmm, x_train, epochs=40, lr=2e-2, batch_size=32, seed=0)
+    assert history.train_loss[-1] < history.train_loss[0]
     context, future = x_test[:, :22], x_test[:, 22:25]  # 22 steps: not a whole period
     mean = dmm.forecast(context, 3, 64).mean(0)
     climatology = x_train.mean((0, 1))
@@ -324,9 +325,9 @@ def test_fit_trains_every_weight_and_is_reproducible():
     runs = [make_dmm(), make_dmm()]  # two instances: distinct pyro.module names
     runs[1].load_state_dict(runs[0].state_dict())
     start = {k: v.clone() for k, v in runs[0].state_dict().items()}
-    first = runs[0].fit(x, epochs=3, batch_size=4, seed=4)
-    second = runs[1].fit(x, epochs=3, batch_size=4, seed=4)
-    assert first["train_loss"] == second["train_loss"]
+    first = fit_dmm(runs[0], x, epochs=3, batch_size=4, seed=4)
+    second = fit_dmm(runs[1], x, epochs=3, batch_size=4, seed=4)
+    assert first.train_loss == second.train_loss
     for name, value in runs[0].state_dict().items():
         assert not torch.equal(value, start[name]), name
     assert len(pyro.get_param_store()) == 0  # fit leaves the global store alone
@@ -363,13 +364,13 @@ def test_bad_inputs_raise_naming_the_argument():
     with pytest.raises(ValueError, match="num_particles"):
         dmm.elbo(x, None, 0)
     with pytest.raises(ValueError, match="epochs"):
-        dmm.fit(x, epochs=0)
+        fit_dmm(dmm, x, epochs=0)
     with pytest.raises(ValueError, match="lr"):
-        dmm.fit(x, lr=float("nan"))
+        fit_dmm(dmm, x, lr=float("nan"))
     with pytest.raises(ValueError, match="x_val"):
-        dmm.fit(x, epochs=1, x_val=torch.randn(2, 4, 5))
+        fit_dmm(dmm, x, epochs=1, x_val=torch.randn(2, 4, 5))
     with pytest.raises(ValueError, match="x_train contains inf"):
-        dmm.fit(torch.full((2, 4, 3), float("inf")))
+        fit_dmm(dmm, torch.full((2, 4, 3), float("inf")))
 
 
 # ---------------------------------------------------------------------- device
@@ -378,8 +379,8 @@ def test_runs_on_cuda():
     dmm = DeepMarkovModel(3, 2, 16, 16, 16).to("cuda")
     x = torch.randn(4, 6, 3)  # inputs follow the model's device
     x[0, 2, 1] = float("nan")
-    history = dmm.fit(x, epochs=2, batch_size=2, num_particles=2, x_val=x)
-    assert math.isfinite(history["val_loss"][-1])
+    history = fit_dmm(dmm, x, epochs=2, batch_size=2, num_particles=2, x_val=x)
+    assert math.isfinite(history.val_loss[-1])
     assert dmm.elbo(x).device.type == "cuda"
     assert dmm.forecast(x, 3, 5).device.type == "cuda"
     assert dmm.impute(x, None, 5).device.type == "cuda"

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from alternators_ppl.evaluation.scoring import (
-    climatology_samples,
     forecast_windows,
-    linear_interpolation,
     persistence_forecast,
+    resampled_climatology_samples,
     score_forecasts,
     score_imputation,
     score_latents,
 )
+from alternators_ppl.models.naive import linear_interpolation
 
 F64 = torch.float64
 
@@ -83,14 +83,14 @@ def test_climatology_draws_only_finite_training_rows():
     assert len(valid) == 13
 
     shape = (4, 7, 2)
-    draws = climatology_samples(x_train, shape, 50, generator=gen(2))
+    draws = resampled_climatology_samples(x_train, shape, 50, generator=gen(2))
     assert draws.shape == (50, *shape)
     assert torch.isfinite(draws).all()
     drawn = {tuple(r) for r in draws.reshape(-1, 2).tolist()}
     assert drawn <= valid  # whole training rows, never a mix of rows
     assert drawn == valid  # 1400 draws from 13 rows reach all of them
 
-    again = climatology_samples(x_train, shape, 50, generator=gen(2))
+    again = resampled_climatology_samples(x_train, shape, 50, generator=gen(2))
     assert torch.equal(draws, again)
 
 
@@ -98,7 +98,7 @@ def test_climatology_without_observed_rows_is_an_error():
     x_train = torch.full((2, 3, 2), float("nan"))
     x_train[0, 0, 0] = 1.0  # not a whole row
     with pytest.raises(ValueError, match="x_train"):
-        climatology_samples(x_train, (4, 2), 3)
+        resampled_climatology_samples(x_train, (4, 2), 3)
 
 
 # ----------------------------------------------------------------------------- interpolation
@@ -164,7 +164,8 @@ def test_score_forecasts_keys_lengths_and_perfect_forecaster():
     scores = score_forecasts(perfect, future, past, x_train)
     assert set(scores) == {
         "crps", "rmse", "coverage_50", "coverage_90", "width_90",
-        "persistence_crps", "persistence_rmse", "climatology_crps", "climatology_rmse",
+        "persistence_crps", "persistence_rmse",
+        "resampled_climatology_crps", "resampled_climatology_rmse",
     }
     for key, values in scores.items():
         assert isinstance(values, list) and len(values) == horizon, key
@@ -181,13 +182,15 @@ def test_score_forecasts_keys_lengths_and_perfect_forecaster():
     assert scores["persistence_crps"] == pytest.approx(errors.mean((0, 2)).tolist())
     rmse = np.sqrt(((future.numpy() - last) ** 2).mean((0, 2)))
     assert scores["persistence_rmse"] == pytest.approx(rmse.tolist())
-    assert all(v > 0 for v in scores["climatology_crps"])
+    assert all(v > 0 for v in scores["resampled_climatology_crps"])
 
     noisy = perfect + torch.randn(perfect.shape, generator=gen(8), dtype=F64)
     worse = score_forecasts(noisy, future, past, x_train)
     assert all(v > 0 for v in worse["crps"])
     assert all(v > 0 for v in worse["width_90"])
-    for key in ("persistence_crps", "persistence_rmse", "climatology_crps", "climatology_rmse"):
+    references = ("persistence_crps", "persistence_rmse")
+    references += ("resampled_climatology_crps", "resampled_climatology_rmse")
+    for key in references:
         assert worse[key] == scores[key], key
 
 

@@ -16,7 +16,7 @@ from alternators_ppl.validation import check_positive_int
 __all__ = [
     "forecast_windows",
     "persistence_forecast",
-    "climatology_samples",
+    "resampled_climatology_samples",
     "hide_random_steps",
     "score_forecast_draws",
     "score_forecasts",
@@ -49,7 +49,7 @@ def persistence_forecast(x_context: torch.Tensor, horizon: int) -> torch.Tensor:
     return x_context[:, -1:].expand(-1, horizon, -1)
 
 
-def climatology_samples(
+def resampled_climatology_samples(
     x_train: torch.Tensor, shape: tuple[int, ...], num_samples: int, generator=None
 ):
     """Draws from the training marginal (every observed train vector equally likely).
@@ -98,20 +98,22 @@ def score_forecast_draws(samples, future) -> dict[str, torch.Tensor]:
 def score_forecasts(samples, future, x_context, x_train) -> dict[str, list[float]]:
     """:func:`score_forecast_draws` of the model plus the references, as lists over horizons.
 
-    References: persistence (a point forecast: its CRPS is its absolute error) and climatology
-    (draws from the training marginal ``x_train``), on the same problems.
+    References: persistence (a point forecast: its CRPS is its absolute error) and resampled
+    climatology (draws of whole training vectors of ``x_train``; not the Gaussian
+    ``climatology`` model of the comparison), on the same problems.
     """
     horizon = future.shape[1]
     per_h = (0, 2)
     generator = torch.Generator().manual_seed(0)
-    climate = climatology_samples(x_train, tuple(future.shape), samples.shape[0], generator)
+    shape = tuple(future.shape)
+    climate = resampled_climatology_samples(x_train, shape, samples.shape[0], generator)
     persist = persistence_forecast(x_context, horizon)
     scores = {
         **score_forecast_draws(samples, future),
         "persistence_crps": metrics.mae(persist, future, over=per_h),
         "persistence_rmse": metrics.rmse(persist, future, over=per_h),
-        "climatology_crps": metrics.crps_empirical(climate, future, over=per_h),
-        "climatology_rmse": metrics.rmse(climate.mean(0), future, over=per_h),
+        "resampled_climatology_crps": metrics.crps_empirical(climate, future, over=per_h),
+        "resampled_climatology_rmse": metrics.rmse(climate.mean(0), future, over=per_h),
     }
     return {k: v.tolist() for k, v in scores.items()}
 

@@ -26,7 +26,13 @@ from alternators_ppl.evaluation.scoring import (
     score_imputation,
 )
 from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
-from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
+from alternators_ppl.runs import (
+    library_versions,
+    publish_run_folder,
+    resolve_device,
+    stage_run_folder,
+    write_json,
+)
 from alternators_ppl.seeding import seed_everything
 
 __all__ = ["CompareConfig", "TASKS", "run_comparison", "format_comparison"]
@@ -42,7 +48,7 @@ class CompareConfig:
     models: tuple[str, ...] = MODEL_NAMES
     seeds: int = 3
     device: str = "cpu"
-    budget_s: float = 60.0
+    budget_s: float = 900.0  # a wall-clock safety cap; the training budget is ``epochs``
     epochs: int = 200
     num_train: int = 64
     num_val: int = 16
@@ -70,7 +76,7 @@ class CompareConfig:
         small = dict(
             seeds=1,
             epochs=2,
-            budget_s=5.0,
+            budget_s=60.0,
             num_train=8,
             num_val=4,
             num_test=4,
@@ -94,18 +100,31 @@ def _log_predictive_density(model, past, future) -> float:
     return ((joint - model.log_likelihood(past)).mean() / future[0].numel()).item()
 
 
+class ModelFailed(RuntimeError):
+    """A model of the comparison could not be scored (the reason is the message)."""
+
+
+def _finite(draws: torch.Tensor, what: str) -> torch.Tensor:
+    """Draws that may be scored: a non-finite draw fails the model, never becomes a number."""
+    if not torch.isfinite(draws).all():
+        bad = (~torch.isfinite(draws)).float().mean().item()
+        raise ModelFailed(f"{what} draws are not finite ({bad:.1%} of entries)")
+    return draws
+
+
 def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict, torch.Tensor]:
     x_test = torch.as_tensor(task.x_test, device=device)
     tic = time.perf_counter()
-    model.fit(task.x_train, task.x_val, seed=seed, budget_s=cfg.budget_s)
+    history = model.fit(task.x_train, task.x_val, seed=seed, budget_s=cfg.budget_s) or {}
     train_s = time.perf_counter() - tic
     past, future = forecast_windows(x_test, cfg.context, cfg.horizon, stride=cfg.horizon)
-    draws = model.forecast(past, cfg.horizon, cfg.num_samples)
+    draws = _finite(model.forecast(past, cfg.horizon, cfg.num_samples), "forecast")
     forecast = {k: v.tolist() for k, v in score_forecast_draws(draws, future).items()}
     gappy, mask = hide_random_steps(x_test, cfg.missing_fraction, seed + 1)
-    imputation = score_imputation(model.impute(gappy, None, cfg.num_samples), x_test, mask)
+    filled = _finite(model.impute(gappy, None, cfg.num_samples), "imputation")
+    imputation = score_imputation(filled, x_test, mask)
     tic = time.perf_counter()
-    model.sample(100, 1000)
+    _finite(model.sample(100, 1000), "free-running")
     sample_s = time.perf_counter() - tic
     result = {
         "crps": forecast["crps"],
@@ -117,14 +136,35 @@ def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict,
             _log_predictive_density(model, past, future) if model.has_exact_likelihood else None
         ),
         "train_s": train_s,
+        "epochs_run": history.get("epochs_run"),
+        "steps": history.get("steps"),
         "sampling_steps_per_s": 100 * 1000 / sample_s,
     }
     return result, draws[:, 0]
 
 
+def _evaluate_or_fail(model_name: str, task, cfg: CompareConfig, seed: int, device):
+    """(result, draws) of one model on one seed; a model that fails (non-finite loss or draws,
+    or any error inside it) gives ({"failed": reason}, None) and the comparison goes on."""
+    seed_everything(seed)
+    try:
+        model = build_model(
+            model_name, task.x_train.shape[-1], device=device, **_model_options(model_name, cfg)
+        )
+        return _evaluate(model, task, cfg, seed, device)
+    except (ArithmeticError, ValueError, RuntimeError) as error:
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return {"failed": reason[:300]}, None
+
+
 def _aggregate(per_seed: list[dict]) -> dict:
-    """Mean and sd over seeds of every metric (element-wise for per-horizon lists)."""
-    out = {}
+    """Mean and sd over the seeds that ran of every metric (element-wise for per-horizon
+    lists); ``failed`` lists the reasons of the seeds that failed."""
+    failed = [r["failed"] for r in per_seed if "failed" in r]
+    per_seed = [r for r in per_seed if "failed" not in r]
+    out = {"failed": failed, "seeds_ok": len(per_seed)}
+    if not per_seed:
+        return out
     for key, first in per_seed[0].items():
         if first is None:
             out[key] = None
@@ -141,13 +181,19 @@ def _aggregate(per_seed: list[dict]) -> dict:
 
 
 def run_comparison(
-    cfg: CompareConfig, runs_dir="runs", name: str | None = None, overwrite: bool = False
+    cfg: CompareConfig,
+    runs_dir="runs",
+    name: str | None = None,
+    overwrite: bool = False,
+    command: str | None = None,
 ) -> tuple[Path, dict]:
     """Run every model on every seed; write comparison.json, comparison.md and
-    figures/forecasts.png into ``runs_dir/name``; return (folder, results)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
-    device = torch.device(cfg.device)
+    figures/forecasts.png into ``runs_dir/name``; return (folder, results).
+
+    comparison.json records the config, the ``command`` that ran it, the library versions, and
+    per model and seed the metrics with the epochs, optimiser steps and seconds of training.
+    A model that fails on a seed is recorded with its reason; the others go on."""
+    device = resolve_device(cfg.device)
     name = name or time.strftime(f"compare-{cfg.task}-%Y%m%d-%H%M%S")
     final, run = stage_run_folder(runs_dir, name, overwrite)
     try:
@@ -162,16 +208,10 @@ def run_comparison(
             )
             shown = {}
             for model_name in cfg.models:
-                seed_everything(seed)
-                model = build_model(
-                    model_name,
-                    task.x_train.shape[-1],
-                    device=device,
-                    **_model_options(model_name, cfg),
-                )
-                result, draws = _evaluate(model, task, cfg, seed, device)
+                result, draws = _evaluate_or_fail(model_name, task, cfg, seed, device)
                 raw[model_name].append(result)
-                shown[model_name] = draws
+                if draws is not None:
+                    shown[model_name] = draws
             if seed == 0:
                 past, future = forecast_windows(
                     torch.as_tensor(task.x_test), cfg.context, cfg.horizon, stride=cfg.horizon
@@ -181,6 +221,8 @@ def run_comparison(
                 )
         results = {
             "config": asdict(cfg),
+            "command": command,
+            "versions": library_versions(),
             "horizon": list(range(1, cfg.horizon + 1)),
             "summary": {m: _aggregate(raw[m]) for m in cfg.models},
             "per_seed": raw,
@@ -222,13 +264,18 @@ def format_comparison(results: dict) -> str:
         ]
     )
     lines = [
-        f"Task `{cfg['task']}`, {cfg['seeds']} seed(s), budget {cfg['budget_s']:.0f} s per model, "
+        f"Task `{cfg['task']}`, {cfg['seeds']} seed(s), {cfg['epochs']} epochs per model "
+        f"(safety cap {cfg['budget_s']:.0f} s), "
         f"{cfg['num_test']} held-out trajectories; mean ± sd over seeds.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for model, s in results["summary"].items():
+        if not s["seeds_ok"]:
+            reason = s["failed"][0].replace("|", "/")
+            lines.append(f"| {model} | failed on every seed: {reason} |")
+            continue
         row = [model] + [cell(s["crps"], h - 1) for h in horizons]
         row += [
             cell(s["crps"], "avg"),
@@ -240,4 +287,7 @@ def format_comparison(results: dict) -> str:
             f"{s['sampling_steps_per_s']['mean']:.3g}",
         ]
         lines.append("| " + " | ".join(row) + " |")
+    for model, s in results["summary"].items():
+        if s["failed"] and s["seeds_ok"]:
+            lines.append(f"\n{model} failed on {len(s['failed'])} seed(s): {s['failed'][0]}")
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from alternators_ppl.evaluation.inference_data import (
 )
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
 from alternators_ppl.inference import load_checkpoint
-from alternators_ppl.runs import atomic_write
+from alternators_ppl.runs import atomic_write, resolve_device
 from alternators_ppl.validation import (
     check_positive_int,
 )
@@ -257,9 +257,7 @@ def diagnose_run(
         )
     if num_sequences is not None:
         num_sequences = check_positive_int(num_sequences, "num_sequences")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+    device = resolve_device(device)
     netcdf = run_dir / "diagnostics.nc"
     # model initialisation and the draws run on a forked random state: the caller's is untouched
     with _fork_rng(device):

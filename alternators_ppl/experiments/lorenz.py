@@ -12,14 +12,11 @@ Two parts, each trained on its own split and scored on data it never saw:
 
 from __future__ import annotations
 
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import pyro
 import torch
 
 from alternators_ppl.data.tasks import lorenz_forecasting_task, lorenz_spikes_task
@@ -34,7 +31,13 @@ from alternators_ppl.evaluation.scoring import (
 from alternators_ppl.experiments.registry import VARIANTS
 from alternators_ppl.inference import fit
 from alternators_ppl.models import Alternator
-from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
+from alternators_ppl.runs import (
+    library_versions,
+    publish_run_folder,
+    resolve_device,
+    stage_run_folder,
+    write_json,
+)
 from alternators_ppl.seeding import seed_everything
 
 __all__ = ["LorenzJobConfig", "build_alternator", "run_lorenz_job", "format_summary"]
@@ -225,9 +228,7 @@ def run_lorenz_job(
 ) -> tuple[Path, dict]:
     """Run the job and write ``runs_dir/name`` (config.json, metrics.json, history.json,
     checkpoints/, figures/*.png); return (run folder, metrics)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     name = name or time.strftime("lorenz-%Y%m%d-%H%M%S")
     final, run = stage_run_folder(runs_dir, name, overwrite)
     try:
@@ -238,12 +239,7 @@ def run_lorenz_job(
             {
                 "job": "lorenz",
                 **asdict(cfg),
-                "versions": {
-                    "python": platform.python_version(),
-                    "torch": torch.__version__,
-                    "pyro": pyro.__version__,
-                    "numpy": np.__version__,
-                },
+                "versions": library_versions(),
             },
         )
         forecast, imputation, f_history, f_timing = _forecaster(cfg, device, run)
@@ -281,7 +277,7 @@ def format_summary(metrics: dict) -> str:
         i = h - 1
         lines.append(
             f"{h:3d} {fc['crps'][i]:6.3f} {fc['persistence_crps'][i]:8.3f} "
-            f"{fc['climatology_crps'][i]:7.3f} {fc['rmse'][i]:6.3f} "
+            f"{fc['resampled_climatology_crps'][i]:7.3f} {fc['rmse'][i]:6.3f} "
             f"{fc['persistence_rmse'][i]:8.3f} {fc['coverage_90'][i]:8.3f}"
         )
     imp = metrics["imputation"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.inference.training import fit
 from alternators_ppl.models.alpha_alternator import AlphaAlternator
 from alternators_ppl.models.alternator import Alternator
@@ -34,13 +35,6 @@ VARIANTS = {
     "alpha-alternator": AlphaAlternator,
     "learned-alpha": LearnedAlphaAlternator,
 }
-
-
-def _budget_callback(budget_s: float | None):
-    """fit() callback that stops once the summed epoch times exceed ``budget_s``."""
-    if budget_s is None:
-        return None
-    return lambda epoch, history: sum(history.epoch_seconds) >= budget_s
 
 
 class _Wrapped(SequenceModel):
@@ -97,7 +91,7 @@ class AlternatorModel(_Wrapped):
             batch_size=self.batch_size,
             seed=seed,
             progress=False,
-            callback=_budget_callback(budget_s),
+            budget_s=budget_s,
         )
         return history.to_dict()
 
@@ -147,7 +141,8 @@ class DMMModel(_Wrapped):
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
 
     def fit(self, x_train, x_val=None, *, seed: int = 0, budget_s: float | None = None) -> dict:
-        return self.model.fit(
+        history = fit_dmm(
+            self.model,
             x_train,
             epochs=self.epochs,
             lr=self.lr,
@@ -156,6 +151,7 @@ class DMMModel(_Wrapped):
             x_val=x_val,
             budget_s=budget_s,
         )
+        return history.to_dict()
 
 
 _BUILDERS = {
