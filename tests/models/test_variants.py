@@ -9,7 +9,7 @@ import torch
 
 from tests.oracles import program_log_density
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "variants.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "variants.md"
 
 
 @pytest.fixture(scope="module")
