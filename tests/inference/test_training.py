@@ -444,3 +444,53 @@ def test_custom_loss_fn_is_used_for_training_and_validation():
     assert len(history.val_loss) == 2
     with pytest.raises(TypeError, match="loss_fn"):
         fit(model, x, epochs=1, progress=False, loss_fn="trace")
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (dict(lr=1e-2), "lr"),
+        (dict(epochs=7), "epochs"),
+        (dict(batch_size=3), "batch_size"),
+        (dict(seed=2), "seed"),
+        (dict(warmup_epochs=1), "warmup_epochs"),
+        (dict(data_seed=5), "data"),
+    ],
+)
+def test_resume_with_other_run_arguments_is_an_error_naming_them(tmp_path, change, named):
+    x, _ = toy_data()
+    kw = {**KW, "epochs": 6}
+    fit(make_model(), x, checkpoint_dir=tmp_path, callback=lambda e, h: e == 2, **kw)
+    data_seed = change.pop("data_seed", None)
+    if data_seed is not None:
+        x, _ = toy_data(seed=data_seed)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=rf"run arguments differ \({named}: checkpoint"):
+        fit(make_model(), x, checkpoint_dir=tmp_path, resume=True, **{**kw, **change})
+    assert (tmp_path / "last.pt").read_bytes() == before  # nothing was overwritten
+
+
+def test_resume_without_a_checkpoint_is_an_error_unless_auto(tmp_path):
+    x, _ = toy_data()
+    kw = {**KW, "epochs": 2}
+    with pytest.raises(ValueError, match="no checkpoint .*last.pt; use resume='auto'"):
+        fit(make_model(), x, checkpoint_dir=tmp_path, resume=True, **kw)
+    history = fit(make_model(), x, checkpoint_dir=tmp_path, resume="auto", **kw)
+    assert history.epochs_run == 2 and (tmp_path / "last.pt").is_file()
+    again = fit(make_model(), x, checkpoint_dir=tmp_path, resume="auto", **kw)
+    assert again.epochs_run == 2 and again.train_loss == history.train_loss  # nothing left
+
+
+def test_fit_refuses_data_with_no_observed_entry():
+    x, _ = toy_data()
+    with pytest.raises(ValueError, match="x_train has no observed entry"):
+        fit(make_model(), torch.full_like(x, float("nan")), **KW)
+    with pytest.raises(ValueError, match="x_train has no observed entry"):
+        fit(make_model(), x, mask_train=torch.zeros(x.shape[:2], dtype=torch.bool), **KW)
+
+
+def test_budget_stops_after_the_epoch_that_spends_it():
+    x, _ = toy_data()
+    history = fit(make_model(), x, budget_s=1e-9, **{**KW, "epochs": 5})
+    assert history.epochs_run == 1 and history.stop_reason == "budget"
+    assert history.steps == math.ceil(x.shape[0] / KW["batch_size"])
