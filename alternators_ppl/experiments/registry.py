@@ -114,7 +114,7 @@ class KalmanModel(_Wrapped):
             self.model.H.copy_(torch.randn_like(self.model.H) / self.model.latent_dim**0.5)
         x = as_float_tensor(x_train, "x_train", self.model.device, self.model.dtype)
         history = self.model.fit_em(x, num_iters=self.em_iters, budget_s=budget_s)
-        return {"log_likelihood": history[1:]}
+        return {"log_likelihood": history[1:], "epochs_run": len(history) - 1}
 
     def log_likelihood(self, x, mask=None) -> torch.Tensor:
         with torch.no_grad():

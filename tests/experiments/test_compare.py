@@ -109,3 +109,60 @@ def test_every_model_runs_on_cuda(tmp_path):
     run, results = run_comparison(cfg, tmp_path, "cuda")
     assert set(results["summary"]) == set(cfg.models)
     assert all(s["crps"]["mean"][0] > 0 for s in results["summary"].values())
+
+
+def test_a_failing_model_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
+    """A model whose draws diverge (NaN), and one whose training raises, are recorded as failed
+    with their reason in comparison.json and the table; the rest of the comparison runs."""
+    import torch
+
+    from alternators_ppl.errors import NonFiniteLossError
+    from alternators_ppl.experiments import compare
+    from alternators_ppl.models.naive import Persistence
+
+    class Diverging(Persistence):
+        def forecast(self, x_context, horizon, num_samples):
+            draws = super().forecast(x_context, horizon, num_samples)
+            return torch.where(torch.rand_like(draws) < 0.1, torch.nan, draws)
+
+    class Exploding(Persistence):
+        def fit(self, *args, **kwargs):
+            raise NonFiniteLossError("loss is nan at epoch 1, batch 1")
+
+    real = compare.build_model
+    fakes = {"persistence": Diverging, "climatology": Exploding}
+    monkeypatch.setattr(
+        compare,
+        "build_model",
+        lambda name, d, device=None, **kw: fakes[name](device) if name in fakes else real(
+            name, d, device=device, **kw
+        ),
+    )
+    cfg = CompareConfig.quick(models=("persistence", "climatology", "kalman"), seeds=2)
+    run, results = run_comparison(cfg, tmp_path, "cmp")
+    saved = json.loads((run / "comparison.json").read_text())["summary"]
+    assert saved["persistence"]["seeds_ok"] == 0
+    diverged = "ModelFailed: forecast draws are not finite"
+    assert saved["persistence"]["failed"][0].startswith(diverged)
+    exploded = "NonFiniteLossError: loss is nan at epoch 1, batch 1"
+    assert saved["climatology"]["failed"] == [exploded] * 2
+    assert saved["kalman"]["seeds_ok"] == 2 and saved["kalman"]["failed"] == []
+    assert len(saved["kalman"]["crps"]["mean"]) == cfg.horizon
+    table = (run / "comparison.md").read_text()
+    assert "| persistence | failed on every seed: ModelFailed" in table
+    assert "| kalman |" in table
+
+
+def test_comparison_records_training_and_provenance(tmp_path):
+    cfg = CompareConfig.quick(models=("alternator", "kalman"))
+    argv = ["compare", "lorenz", "--quick", "--models", "alternator,kalman", "--epochs", "3"]
+    argv += ["--runs-dir", str(tmp_path), "--name", "c"]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert saved["command"] == "alternators-ppl " + " ".join(argv)
+    assert {"python", "torch", "pyro", "numpy"} <= set(saved["versions"])
+    run = saved["per_seed"]["alternator"][0]
+    assert run["epochs_run"] == 3 and run["steps"] == 3 * 1  # 8 sequences, batch 16: 1 step
+    assert run["train_s"] > 0
+    assert saved["per_seed"]["kalman"][0]["epochs_run"] >= 1
+    assert cfg.budget_s >= 60  # the wall-clock limit is a safety cap, not the budget
