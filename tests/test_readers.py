@@ -70,8 +70,9 @@ def test_parquet_equals_csv(tmp_path):
 def test_time_zones_numbers_and_monthly(tmp_path):
     # mixed zones are put in UTC: 01:00+01:00 and 00:00Z are the same instant
     with pytest.raises(ValueError, match="duplicate"):
-        read_table(_csv(tmp_path, "time,v\n2020-01-01T01:00+01:00,1\n2020-01-01T00:00Z,2\n",
-                        "dup.csv"))
+        read_table(
+            _csv(tmp_path, "time,v\n2020-01-01T01:00+01:00,1\n2020-01-01T00:00Z,2\n", "dup.csv")
+        )
     numbers = read_table(_csv(tmp_path, "t,v\n0.5,1\n0,2\n1.0,3\n", "n.csv"), time_column="t")
     np.testing.assert_array_equal(numbers.time, [0.0, 0.5, 1.0])
     np.testing.assert_array_equal(numbers.values[0, :, 0], [2, 1, 3])
@@ -86,8 +87,10 @@ def test_time_zones_numbers_and_monthly(tmp_path):
 
 
 def test_zoned_stamps_become_utc(tmp_path):
-    path = _csv(tmp_path, "time,v\n2020-01-01T02:00+01:00,1\n2020-01-01T03:00+01:00,2\n"
-                "2020-01-01T04:00+01:00,3\n")
+    path = _csv(
+        tmp_path,
+        "time,v\n2020-01-01T02:00+01:00,1\n2020-01-01T03:00+01:00,2\n2020-01-01T04:00+01:00,3\n",
+    )
     s = read_table(path)
     assert s.time[0] == np.datetime64("2020-01-01T01:00")
     assert s.freq == "h"
@@ -122,8 +125,11 @@ def test_netcdf_grid_and_land(tmp_path):
     field[2, 1, 1] = np.nan
     data = xr.Dataset(
         {"sst": (("time", "lat", "lon"), field), "other": (("lat",), np.zeros(3))},
-        coords={"time": pd.date_range("2000-01-01", periods=12, freq="MS"),
-                "lat": [-1.0, 0.0, 1.0], "lon": [10.0, 11.0, 12.0, 13.0]},
+        coords={
+            "time": pd.date_range("2000-01-01", periods=12, freq="MS"),
+            "lat": [-1.0, 0.0, 1.0],
+            "lon": [10.0, 11.0, 12.0, 13.0],
+        },
     )
     path = tmp_path / "f.nc"
     data.to_netcdf(path, engine="h5netcdf")
@@ -247,14 +253,12 @@ def test_property_input_checks(tmp_path_factory):
     def check(rows):
         path = tmp_path_factory.mktemp("p") / "s.csv"
         lines = ["t,a,b"] + [
-            f"{i},{'' if a is None else a},{'' if b is None else b}" for i, (a, b) in
-            enumerate(rows)
+            f"{i},{'' if a is None else a},{'' if b is None else b}"
+            for i, (a, b) in enumerate(rows)
         ]
         path.write_text("\n".join(lines) + "\n")
         cols = list(zip(*rows, strict=True))
-        expect_fail = any(
-            all(v is None for v in c) or any(v == "abc" for v in c) for c in cols
-        )
+        expect_fail = any(all(v is None for v in c) or any(v == "abc" for v in c) for c in cols)
         try:
             s = read_table(path, columns="a,b", time_column="t")
         except ValueError as error:
@@ -268,3 +272,43 @@ def test_property_input_checks(tmp_path_factory):
         np.testing.assert_allclose(s.values[0], given, rtol=1e-12)
 
     check()
+
+
+# --------------------------------------------------------------------------- offline real data
+
+
+def test_nino_indices():
+    pytest.importorskip("pywt", reason="the Nino indices need PyWavelets (the [data] extra)")
+    from alternators_ppl.data.real import nino_series
+
+    anom, absolute = nino_series("anomaly"), nino_series("absolute")
+    assert anom.values.shape == (1, 800, 4) and anom.freq == "MS"
+    assert anom.time[0] == np.datetime64("1950-01-01") and anom.time[-1] == np.datetime64(
+        "2016-08-01"
+    )
+    # independent check of the column layout: the anomaly is the absolute temperature minus
+    # its calendar-month climatology (up to the base period), so they correlate closely
+    months = pd.DatetimeIndex(anom.time).month.to_numpy()
+    for d in range(4):
+        a = absolute.values[0, :, d]
+        clim = np.array([a[months == m].mean() for m in range(1, 13)])[months - 1]
+        assert np.corrcoef(a - clim, anom.values[0, :, d])[0, 1] > 0.97
+    assert 20.0 < np.mean(absolute.values) < 30.0
+    with pytest.raises(ValueError, match="kind"):
+        nino_series("raw")
+
+
+def test_ostia_field_against_h5py():
+    pytest.importorskip("iris_sample_data", reason="OSTIA needs iris-sample-data ([data] extra)")
+    h5py = pytest.importorskip("h5py")
+    from alternators_ppl.data.real import ostia_path, ostia_series
+
+    s = ostia_series(region={"longitude": slice(200, 230)})
+    with h5py.File(ostia_path()) as f:
+        raw = f["surface_temperature"][:, :, 200:230].astype(np.float64)
+    land = raw > 1e19
+    assert s.values.shape == (1, 54, int((~land.any(0)).sum()))
+    np.testing.assert_allclose(
+        s.grid.unflatten(s.values[0]), np.where(land, np.nan, raw), rtol=1e-6
+    )
+    assert s.freq == "MS" and 285.0 < np.nanmean(s.values) < 305.0

@@ -107,8 +107,14 @@ class Series:
         if self.freq is not None:
             import pandas as pd
 
-            stamps = pd.date_range(self.time[-1], periods=horizon + 1, freq=self.freq)
-            return stamps[1:].to_numpy()
+            last = pd.Timestamp(self.time[-1])
+            if self.freq in ("MS", "ME", "YS", "YE"):  # calendar steps keep the day of month
+                unit = "months" if self.freq[0] == "M" else "years"
+                stamps = [last + pd.DateOffset(**{unit: k}) for k in range(1, horizon + 1)]
+            else:
+                offset = pd.tseries.frequencies.to_offset(self.freq)
+                stamps = [last + k * offset for k in range(1, horizon + 1)]
+            return pd.DatetimeIndex(stamps).to_numpy(dtype="datetime64[ns]")
         return self.time[-1] + self.step * np.arange(1, horizon + 1, dtype=np.float64)
 
 
@@ -145,8 +151,9 @@ class SplitSeries:
         (it is the observed past). Returns (context (N, C, D), future (N, H, D), origins (N,)
         step indices); with B sequences, problems are sequence-major.
         """
-        origins = _origins(max(self.test_start, self.context), self.x.shape[1], self.horizon,
-                           stride)
+        origins = _origins(
+            max(self.test_start, self.context), self.x.shape[1], self.horizon, stride
+        )
         past = np.concatenate([self.x[:, o - self.context : o] for o in origins], axis=0)
         future = np.concatenate([self.x[:, o : o + self.horizon] for o in origins], axis=0)
         return past, future, np.repeat(np.asarray(origins), self.x.shape[0])
@@ -268,6 +275,9 @@ def _regular(time: np.ndarray, kind: str, name: str, resample):
             return time, (freq.freqstr if freq is not None else "D"), None, None
         inferred = pd.DatetimeIndex(time, freq="infer").freq  # an offset, or None if irregular
         if inferred is None:
+            calendar = _calendar_freq(index)
+            if calendar is not None:
+                return time, calendar, None, None
             diffs = np.diff(time)
             at = int(np.flatnonzero(diffs != np.median(diffs))[0]) if len(set(diffs)) > 1 else 0
             _fail(
@@ -296,6 +306,17 @@ def _regular(time: np.ndarray, kind: str, name: str, resample):
             f"usual step {step:g}); give a resample rule (e.g. --resample {step:g})"
         )
     return time, None, step, None
+
+
+def _calendar_freq(index) -> str | None:
+    """"MS" for stamps in consecutive calendar months (e.g. mid-month labels), "YS" for
+    consecutive years, else None."""
+    months = index.year.to_numpy() * 12 + index.month.to_numpy()
+    if (np.diff(months) == 1).all():
+        return "MS"
+    if (np.diff(index.year.to_numpy()) == 1).all():
+        return "YS"
+    return None
 
 
 def _bin_mean(values: np.ndarray, bins: np.ndarray, steps: int) -> np.ndarray:
@@ -462,8 +483,10 @@ def read_netcdf(
         if not np.issubdtype(array.dtype, np.number):
             _fail(f"variable {variable!r} of {source} is not numeric ({array.dtype})")
         raw = np.asarray(array.values, dtype=np.float64)
-        coords = {d: np.asarray(array[d].values) if d in array.coords else
-                  np.arange(array.sizes[d]) for d in space}
+        coords = {
+            d: np.asarray(array[d].values) if d in array.coords else np.arange(array.sizes[d])
+            for d in space
+        }
         time_raw = array[tdim].values if tdim in array.coords else np.arange(array.sizes[tdim])
         attrs = {k: v for k, v in array.attrs.items() if isinstance(v, str | int | float)}
     if raw.shape[0] == 0:
@@ -474,8 +497,7 @@ def read_netcdf(
         _fail(f"variable {variable!r} of {source} is all missing")
     cells = np.flatnonzero(ocean)
     grid = Grid(variable, space, coords, cells, attrs)
-    columns = [f"{variable}[{','.join(map(str, np.unravel_index(c, grid.shape)))}]"
-               for c in cells]
+    columns = [f"{variable}[{','.join(map(str, np.unravel_index(c, grid.shape)))}]" for c in cells]
     time, kind = _parse_time(np.asarray(time_raw), tdim)
     return _finish(flat[None, :, cells], time, kind, tdim, resample, columns, source, grid)
 
@@ -542,8 +564,9 @@ def read_array(path, key: str | None = None, columns=None, fill_value=None) -> S
     return _finish(values, time, "number", "<step>", None, names, source)
 
 
-def read_series(path, columns=None, time_column=None, resample=None, fill_value=None,
-                region=None) -> Series:
+def read_series(
+    path, columns=None, time_column=None, resample=None, fill_value=None, region=None
+) -> Series:
     """Read any supported file by its suffix (see :func:`read_table`, :func:`read_netcdf`,
     :func:`read_array`). For NetCDF, ``columns`` names the one variable."""
     suffix = Path(path).suffix.lower()
@@ -564,8 +587,9 @@ def read_series(path, columns=None, time_column=None, resample=None, fill_value=
 # --------------------------------------------------------------------------- splits
 
 
-def make_windows(x: np.ndarray, length: int, stride: int = 1, start: int = 0,
-                 stop: int | None = None) -> np.ndarray:
+def make_windows(
+    x: np.ndarray, length: int, stride: int = 1, start: int = 0, stop: int | None = None
+) -> np.ndarray:
     """Windows ``x[:, s : s + length]`` for ``s = start, start + stride, ...`` ending by
     ``stop``: (B, T, D) -> (N, length, D), sequence-major. ``(0, length, D)`` if none fit."""
     stop = x.shape[1] if stop is None else stop
@@ -640,8 +664,11 @@ def split_series(
         val_start = int(round(shares[0] * steps))
         test_start = int(round((shares[0] + shares[1]) * steps))
     need = context + horizon
-    spans = {"train": (0, val_start), "validation": (val_start, test_start),
-             "test": (test_start, steps)}
+    spans = {
+        "train": (0, val_start),
+        "validation": (val_start, test_start),
+        "test": (test_start, steps),
+    }
     if val_start < need or test_start - val_start < horizon or steps - test_start < horizon:
         _fail(
             f"series of {steps} steps is too short for context {context} + horizon {horizon} "
@@ -654,15 +681,18 @@ def split_series(
     train_part = series.values[:, :val_start]
     empty = np.isnan(train_part).all(axis=(0, 1))
     if empty.any():
-        _fail(f"column {series.columns[int(np.flatnonzero(empty)[0])]!r} is all missing in "
-              "the train span")
+        _fail(
+            f"column {series.columns[int(np.flatnonzero(empty)[0])]!r} is all missing in "
+            "the train span"
+        )
     scaler = Standardizer().fit(train_part)
     x = scaler.transform(series.values).astype(np.float32)
     x_train = make_windows(x, need, stride, 0, val_start)
     first_val = max(val_start - context, 0)
     x_val = make_windows(x, need, 1, first_val, test_start)
     if len(x_val) == 0:
-        _fail(f"the validation span ({test_start - val_start} steps) holds no forecast window "
-              f"of context {context} + horizon {horizon}")
-    return SplitSeries(series, x, scaler, val_start, test_start, context, horizon, x_train,
-                       x_val)
+        _fail(
+            f"the validation span ({test_start - val_start} steps) holds no forecast window "
+            f"of context {context} + horizon {horizon}"
+        )
+    return SplitSeries(series, x, scaler, val_start, test_start, context, horizon, x_train, x_val)
