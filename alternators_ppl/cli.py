@@ -21,6 +21,7 @@ from alternators_ppl.experiments.file_task import (
 from alternators_ppl.experiments.forecast import add_forecast_parser, forecast_command
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
 from alternators_ppl.experiments.registry import MODEL_NAMES, VARIANTS
+from alternators_ppl.experiments.sst import add_sst_parser, sst_command
 
 __all__ = ["main", "build_parser"]
 
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--epochs", type=_positive_int, help="epoch cap of trained models")
     add_series_arguments(compare, _positive_int)
     add_forecast_parser(commands, _positive_int, _positive_float, _add_run_arguments)
+    add_sst_parser(commands, _positive_int, _positive_float, _add_run_arguments)
     diagnose = commands.add_parser(
         "diagnose",
         help="ArviZ diagnostics of a lorenz run's forecaster: diagnostics.nc, .md and figures",
@@ -174,6 +176,7 @@ _COMMANDS = {
     "compare": _compare,
     "diagnose": _diagnose,
     "forecast": forecast_command,
+    "sst": sst_command,
 }
 
 

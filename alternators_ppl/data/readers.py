@@ -149,7 +149,7 @@ class SplitSeries:
         Origins ``o = test_start, test_start + stride, ...`` with ``o >= context`` and
         ``o + horizon <= T``; the context ``x[o - context : o]`` may reach into earlier spans
         (it is the observed past). Returns (context (N, C, D), future (N, H, D), origins (N,)
-        step indices); with B sequences, problems are sequence-major.
+        step indices); with B sequences, problem n is sequence n % B at origin n // B.
         """
         origins = _origins(
             max(self.test_start, self.context), self.x.shape[1], self.horizon, stride
@@ -309,8 +309,8 @@ def _regular(time: np.ndarray, kind: str, name: str, resample):
 
 
 def _calendar_freq(index) -> str | None:
-    """"MS" for stamps in consecutive calendar months (e.g. mid-month labels), "YS" for
-    consecutive years, else None."""
+    """The frequency "MS" for stamps in consecutive calendar months (e.g. mid-month labels),
+    "YS" for consecutive years, else None."""
     months = index.year.to_numpy() * 12 + index.month.to_numpy()
     if (np.diff(months) == 1).all():
         return "MS"
@@ -591,7 +591,8 @@ def make_windows(
     x: np.ndarray, length: int, stride: int = 1, start: int = 0, stop: int | None = None
 ) -> np.ndarray:
     """Windows ``x[:, s : s + length]`` for ``s = start, start + stride, ...`` ending by
-    ``stop``: (B, T, D) -> (N, length, D), sequence-major. ``(0, length, D)`` if none fit."""
+    ``stop``: (B, T, D) -> (N, length, D), window n is sequence n % B; (0, length, D) if
+    none fit."""
     stop = x.shape[1] if stop is None else stop
     starts = range(start, stop - length + 1, stride)
     if len(starts) == 0:
