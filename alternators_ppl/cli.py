@@ -17,6 +17,7 @@ from alternators_ppl.experiments.file_task import (
     BUILTIN_SERIES,
     add_series_arguments,
     compare_file_command,
+    reject_series_options,
 )
 from alternators_ppl.experiments.forecast import add_forecast_parser, forecast_command
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
@@ -147,6 +148,7 @@ def _lorenz(args) -> tuple[str, object]:
 def _compare(args) -> tuple[str, object]:
     if args.task not in TASKS:
         return compare_file_command(args)
+    reject_series_options(args)
     overrides = {"task": args.task, "device": args.device}
     for key in ("models", "seeds", "budget_s", "epochs"):
         if getattr(args, key) is not None:

@@ -282,3 +282,52 @@ def test_nino_builtin_quick(tmp_path, capsys):
     results = json.loads((tmp_path / "n" / "comparison.json").read_text())
     assert results["spans"]["test"] == {"steps": 120, "first": "2006-09-01", "last": "2016-08-01"}
     assert results["test_problems"] == 120 - 12 + 1
+
+
+def test_forecast_npy_batches_and_numeric_time(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    x = np.cumsum(rng.normal(size=(2, 60, 2)), axis=1)
+    x[1, 10, 0] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    runs = tmp_path / "runs"
+    code = main(
+        [
+            "forecast",
+            str(tmp_path / "x.npy"),
+            "--model",
+            "persistence",
+            "--runs-dir",
+            str(runs),
+            "--name",
+            "f",
+            *TINY,
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(runs / "f" / "forecast.csv")
+    assert list(table["time"]) == [60.0, 61.0, 62.0] * 2
+    assert list(table["sequence"]) == [0, 0, 0, 1, 1, 1]
+    # persistence repeats the last value of each sequence, in data units
+    np.testing.assert_allclose(table["0_q50"], np.repeat(x[:, -1, 0], 3), rtol=1e-5)
+    np.testing.assert_allclose(table["1_mean"], np.repeat(x[:, -1, 1], 3), rtol=1e-5)
+
+
+def test_series_options_rejected_for_simulated_tasks(tmp_path, capsys):
+    assert (
+        main(["compare", "lorenz", "--columns", "a", "--quick", "--runs-dir", str(tmp_path)]) == 2
+    )
+    assert "--columns apply to a file" in capsys.readouterr().err
+
+
+def test_missing_data_extra_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pywt" else real_find_spec(name, *a),
+    )
+    assert main(["compare", "nino", "--quick", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "alternators-ppl[data]" in err

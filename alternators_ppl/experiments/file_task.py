@@ -42,13 +42,17 @@ __all__ = [
     "add_series_arguments",
     "series_options",
     "compare_file_command",
+    "reject_series_options",
 ]
 
 
 def _nino():
     from alternators_ppl.data.real import nino_series
 
-    return nino_series("anomaly")
+    try:
+        return nino_series("anomaly")
+    except ImportError as error:  # the [data] extra is missing: a one-line CLI error
+        raise ValueError(str(error)) from None
 
 
 #: real series that ship with the ``[data]`` extra, by CLI name
@@ -353,6 +357,16 @@ def series_options(
 ) -> dict:
     """The series options the user gave (None ones left to the config's defaults)."""
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def reject_series_options(args) -> None:
+    """A built-in simulated task (lorenz, linear) takes none of the series options."""
+    given = [f"--{k.replace('_', '-')}" for k in series_options(args)]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} apply to a file or a real series, not to the "
+            f"simulated task {args.task!r}"
+        )
 
 
 def compare_file_command(args) -> tuple[str, Path]:

@@ -82,7 +82,10 @@ def ostia_tile_series(tile: int = 18, min_ocean: float = 0.95, max_tiles=None) -
     on land; columns are ``r<row>c<col>`` of the tile."""
     from alternators_ppl.data.real import ocean_tiles, ostia_series
 
-    full = ostia_series()
+    try:
+        full = ostia_series()
+    except ImportError as error:  # the [data] extra is missing: a one-line CLI error
+        raise ValueError(str(error)) from None
     field = full.grid.unflatten(full.values[0])  # (T, 18, 432)
     if tile > field.shape[1]:
         raise ValueError(f"tile must be <= {field.shape[1]} (the band's latitudes), got {tile}")
