@@ -327,6 +327,7 @@ def run_sst(
             for key in ("crps", "rmse", "coverage_90", "spread_skill"):
                 cols = list(zip(*[r[key] for r in raw[m]], strict=True))
                 summary[m][key] = [statistics.fmean(c) for c in cols]
+                summary[m][f"{key}_sd"] = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in cols]
         results = {
             "config": asdict(cfg),
             "source": series.source,
@@ -358,16 +359,20 @@ def format_sst(results: dict) -> str:
     lines = [
         f"OSTIA SST, {results['tiles']} tiles of {results['cells_per_tile']} cells, "
         f"{results['test_problems']} test problems from {results['test_first_origin']}, "
-        f"{results['config']['seeds']} seed(s); kelvin; mean over seeds.",
+        f"{results['config']['seeds']} seed(s); kelvin; mean ± sd over seeds.",
         "",
         "| model | lead | CRPS | RMSE | spread/skill | cover90 |",
         "|---|---|---|---|---|---|",
     ]
     for m, s in results["summary"].items():
         for i, lead in enumerate(results["leads"]):
+
+            def cell(key, digits=3, s=s, i=i):
+                return f"{s[key][i]:.{digits}f} ± {s[key + '_sd'][i]:.{digits}f}"
+
             lines.append(
-                f"| {m} | {lead} | {s['crps'][i]:.3f} | {s['rmse'][i]:.3f} | "
-                f"{s['spread_skill'][i]:.2f} | {s['coverage_90'][i]:.2f} |"
+                f"| {m} | {lead} | {cell('crps')} | {cell('rmse')} | "
+                f"{cell('spread_skill', 2)} | {cell('coverage_90', 2)} |"
             )
     cuda = results["peak_cuda_mb"]
     lines += [
