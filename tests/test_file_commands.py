@@ -331,3 +331,51 @@ def test_missing_data_extra_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["compare", "nino", "--quick", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "alternators-ppl[data]" in err
+
+
+def test_region_and_split_at_options(tmp_path, capsys):
+    path = _write_netcdf(tmp_path / "field.nc")
+    runs = tmp_path / "runs"
+    code = main(
+        [
+            "compare",
+            str(path),
+            "--columns",
+            "sst",
+            "--fill-value",
+            "1e20",
+            "--region",
+            "lat=1:2,lon=0:3",
+            "--split-at",
+            "2003-01-01,60",
+            "--models",
+            "persistence",
+            "--runs-dir",
+            str(runs),
+            "--name",
+            "c",
+            *TINY,
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((runs / "c" / "comparison.json").read_text())
+    assert results["columns"] == ["sst[0,0]", "sst[0,1]", "sst[0,2]"]  # the second lat row
+    assert results["spans"]["train"]["steps"] == 36 and results["spans"]["test"]["steps"] == 12
+    csv = _write_csv(tmp_path / "mine.csv")
+    assert (
+        main(
+            [
+                "compare",
+                str(csv),
+                "--columns",
+                "a",
+                "--region",
+                "lat=0:1",
+                "--quick",
+                "--runs-dir",
+                str(runs),
+            ]
+        )
+        == 2
+    )
+    assert "region applies to NetCDF" in capsys.readouterr().err

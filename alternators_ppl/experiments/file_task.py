@@ -21,7 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alternators_ppl.data.readers import SplitSeries, read_series, split_series
+from alternators_ppl.data.readers import (
+    NETCDF_SUFFIXES,
+    SplitSeries,
+    read_series,
+    split_series,
+)
 from alternators_ppl.evaluation import figures as plots
 from alternators_ppl.evaluation.masked_scoring import (
     score_masked_forecast,
@@ -72,6 +77,7 @@ class FileCompareConfig:
     time_column: str | None = None
     resample: str | None = None
     fill_value: float | None = None
+    region: tuple | None = None
     split_at: tuple | None = None
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     context: int = 24
@@ -103,8 +109,11 @@ class FileCompareConfig:
         return replace(cls(path), **{**small, **overrides})
 
 
-def load_series(path: str, columns=None, time_column=None, resample=None, fill_value=None):
-    """A built-in series by name (``columns`` picks among its columns) or a file."""
+def load_series(
+    path: str, columns=None, time_column=None, resample=None, fill_value=None, region=None
+):
+    """A built-in series by name (``columns`` picks among its columns) or a file; ``region``
+    is ``((dim, start, stop), ...)`` positions of a NetCDF variable's space dims."""
     if path in BUILTIN_SERIES and not Path(path).exists():
         series = BUILTIN_SERIES[path]()
         if columns:
@@ -116,12 +125,17 @@ def load_series(path: str, columns=None, time_column=None, resample=None, fill_v
             picked = [series.columns.index(c) for c in columns]
             series = replace(series, values=series.values[..., picked], columns=tuple(columns))
         return series
-    return read_series(path, columns, time_column, resample, fill_value)
+    if region is not None and Path(path).suffix.lower() not in NETCDF_SUFFIXES:
+        raise ValueError(f"region applies to NetCDF files only, not to {Path(path).name!r}")
+    cut = None if region is None else {d: slice(a, b) for d, a, b in region}
+    return read_series(path, columns, time_column, resample, fill_value, cut)
 
 
 def load_split(cfg) -> SplitSeries:
     """Read ``cfg.path`` and split it as ``cfg`` says (see :func:`split_series`)."""
-    series = load_series(cfg.path, cfg.columns, cfg.time_column, cfg.resample, cfg.fill_value)
+    series = load_series(
+        cfg.path, cfg.columns, cfg.time_column, cfg.resample, cfg.fill_value, cfg.region
+    )
     return split_series(series, cfg.context, cfg.horizon, cfg.fractions, cfg.split_at, cfg.stride)
 
 
@@ -328,6 +342,17 @@ def _column_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _region(text: str) -> tuple:
+    out = []
+    for part in text.split(","):
+        dim, _, span = part.partition("=")
+        start, _, stop = span.partition(":")
+        if not (dim.strip() and start.strip().isdigit() and stop.strip().isdigit()):
+            raise argparse.ArgumentTypeError(f"must be DIM=START:STOP,..., got {text!r}")
+        out.append((dim.strip(), int(start), int(stop)))
+    return tuple(out)
+
+
 def _split_at(text: str) -> tuple:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 2 or not all(parts):
@@ -337,8 +362,11 @@ def _split_at(text: str) -> tuple:
     return tuple(int(p) if p.lstrip("-").isdigit() else p for p in parts)
 
 
-def add_series_arguments(parser: argparse.ArgumentParser, positive_int) -> None:
-    """The options that say how to read and split a series (compare and forecast share them)."""
+def add_series_arguments(
+    parser: argparse.ArgumentParser, positive_int, split_at: bool = True
+) -> None:
+    """The options that say how to read and split a series (compare and forecast share them;
+    ``split_at`` adds ``--split-at``)."""
     parser.add_argument(
         "--columns",
         type=_column_list,
@@ -347,13 +375,32 @@ def add_series_arguments(parser: argparse.ArgumentParser, positive_int) -> None:
     parser.add_argument("--time-column", help="time column (default: time/date/... if present)")
     parser.add_argument("--resample", help="put irregular stamps on a grid, e.g. D, MS or 0.5")
     parser.add_argument("--fill-value", type=float, help="a number that marks missing values")
+    parser.add_argument(
+        "--region", type=_region, help="NetCDF cells by position, e.g. lat=0:6,lon=100:110"
+    )
     parser.add_argument("--context", type=positive_int, help="context steps (default 24)")
     parser.add_argument("--horizon", type=positive_int, help="forecast steps (default 12)")
     parser.add_argument("--stride", type=positive_int, help="step between training windows")
+    if split_at:
+        parser.add_argument(
+            "--split-at",
+            type=_split_at,
+            help="VAL_START,TEST_START as step indices or dates (default 70/15/15 split)",
+        )
 
 
 def series_options(
-    args, keys=("columns", "time_column", "resample", "fill_value", "context", "horizon", "stride")
+    args,
+    keys=(
+        "columns",
+        "time_column",
+        "resample",
+        "fill_value",
+        "region",
+        "context",
+        "horizon",
+        "stride",
+    ),
 ) -> dict:
     """The series options the user gave (None ones left to the config's defaults)."""
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}

@@ -45,6 +45,7 @@ class ForecastConfig:
     time_column: str | None = None
     resample: str | None = None
     fill_value: float | None = None
+    region: tuple | None = None
     model: str = "alternator"
     context: int = 24
     horizon: int = 12
@@ -168,7 +169,9 @@ def run_forecast(
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
     device = torch.device(cfg.device)
-    series = load_series(cfg.path, cfg.columns, cfg.time_column, cfg.resample, cfg.fill_value)
+    series = load_series(
+        cfg.path, cfg.columns, cfg.time_column, cfg.resample, cfg.fill_value, cfg.region
+    )
     scaler, x, x_train, x_val, val_start = _train_val(series, cfg)
     label = cfg.path if cfg.path in BUILTIN_SERIES else Path(cfg.path).stem
     name = name or time.strftime(f"forecast-{label}-%Y%m%d-%H%M%S")
@@ -248,7 +251,7 @@ def add_forecast_parser(commands, positive_int, positive_float, add_run_argument
     parser.add_argument("--samples", type=positive_int, help="forecast draws (default 500)")
     from alternators_ppl.experiments.file_task import add_series_arguments
 
-    add_series_arguments(parser, positive_int)
+    add_series_arguments(parser, positive_int, split_at=False)
 
 
 def forecast_command(args) -> tuple[str, Path]:
