@@ -379,3 +379,40 @@ def test_region_and_split_at_options(tmp_path, capsys):
         == 2
     )
     assert "region applies to NetCDF" in capsys.readouterr().err
+
+
+def test_masked_scores_equal_plain_metrics_on_the_observed_entries():
+    import torch
+
+    from alternators_ppl import metrics
+    from alternators_ppl.evaluation.masked_scoring import (
+        score_masked_forecast,
+        score_masked_imputation,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.randn(50, 6, 2, 1, generator=gen, dtype=torch.float64)
+    truth = torch.randn(6, 2, 1, generator=gen, dtype=torch.float64)
+    gappy = truth.clone()
+    gappy[[1, 4], 0] = torch.nan  # lead 1 observed in problems 0, 2, 3, 5 only
+    got = score_masked_forecast(samples, gappy)
+    keep = [0, 2, 3, 5]
+    lead1 = metrics.crps_empirical(samples[:, keep, 0], truth[keep, 0], over=(0, 1))
+    assert got["crps"][0] == pytest.approx(lead1.item(), rel=1e-12)
+    assert got["rmse"][1] == pytest.approx(
+        metrics.rmse(samples[:, :, 1].mean(0), truth[:, 1], over=(0, 1)).item(), rel=1e-12
+    )
+    assert got["observed"] == [4, 6]
+    scaled = score_masked_forecast(samples, gappy, scale=[3.0], shift=[100.0])
+    assert scaled["crps"][0] == pytest.approx(3.0 * got["crps"][0], rel=1e-12)
+    # imputation: hidden steps (B, T) where the truth is observed
+    x = truth.permute(1, 0, 2)  # (B=2, T=6, 1)
+    draws = samples.permute(0, 2, 1, 3)
+    hidden = torch.zeros(2, 6, dtype=torch.bool)
+    hidden[0, [1, 2]] = True
+    x_gappy = x.clone()
+    x_gappy[0, 1] = torch.nan  # hidden but never observed: not scored
+    imp = score_masked_imputation(draws, x_gappy, hidden)
+    assert imp["crps"] == pytest.approx(
+        metrics.crps_empirical(draws[:, 0, 2], x[0, 2], over=(0,)).item(), rel=1e-12
+    )
