@@ -3,10 +3,11 @@
 Tiles of ``tile x tile`` cells of the equatorial band (5S-5N) with enough ocean are the
 sequences; land cells are missing (NaN) and so masked out of the likelihood and of every score.
 The 54 months are split in time (70/15/15: train Apr 2006 - May 2009, validation to Jan 2010,
-test to Sep 2010), scaled per cell on train only. Forecast problems start in the test span
-(context ``context`` months, leads 1..``horizon``). Models: an Alternator with a convolutional
-OTN/FTN (:mod:`alternators_ppl.grid_networks`), persistence, a monthly climatology (per cell and
-calendar month, from train) and a Kalman filter on PCA components of the field. Scores per lead
+test to Sep 2010), standardised per cell position (pooled over tiles) on train only. Forecast
+problems start in the test span (context ``context`` months, leads 1..``horizon``). Models: an
+Alternator with a convolutional OTN/FTN (:mod:`alternators_ppl.grid_networks`), persistence,
+a monthly climatology (per cell and calendar month, from train) and a Kalman filter on PCA
+components of the field. Scores per lead
 in kelvin: CRPS, RMSE of the mean, spread-skill ratio, 90% coverage. Maps of truth, forecast
 mean, spread and error; time and peak memory.
 """
