@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alternators_ppl.data.readers import (
-    make_windows,
-    read_array,
-    read_netcdf,
-    read_series,
-    read_table,
-    split_series,
-)
+from alternators_ppl.data.readers import read_array, read_netcdf, read_series, read_table
+from alternators_ppl.data.splits import make_windows, split_series
 
 pd = pytest.importorskip("pandas", reason="the readers need the [data] extra (pandas)")
 

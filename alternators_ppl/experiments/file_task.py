@@ -21,12 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alternators_ppl.data.readers import (
-    NETCDF_SUFFIXES,
-    SplitSeries,
-    read_series,
-    split_series,
-)
+from alternators_ppl.data.readers import NETCDF_SUFFIXES, read_series
+from alternators_ppl.data.splits import SplitSeries, split_series
 from alternators_ppl.evaluation import figures as plots
 from alternators_ppl.evaluation.masked_scoring import (
     score_masked_forecast,

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from alternators_ppl.data.readers import Series, make_windows
+from alternators_ppl.data.readers import Series
 from alternators_ppl.data.scaling import Standardizer
+from alternators_ppl.data.splits import make_windows
 from alternators_ppl.experiments.file_task import BUILTIN_SERIES, load_series, series_options
 from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
 from alternators_ppl.runs import atomic_write, publish_run_folder, stage_run_folder, write_json

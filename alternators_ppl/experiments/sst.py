@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from alternators_ppl.data.readers import Series, split_series
+from alternators_ppl.data.readers import Series
+from alternators_ppl.data.splits import split_series
 from alternators_ppl.evaluation.masked_scoring import score_masked_forecast
 from alternators_ppl.experiments.registry import KalmanModel
 from alternators_ppl.grid_networks import GridDecoder, GridEncoder
