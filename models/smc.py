@@ -178,6 +178,14 @@ def _categorical(logits: torch.Tensor, num: int) -> torch.Tensor:
     return torch.multinomial(probs, num, replacement=True).T
 
 
+def _inverse_cdf(logits: torch.Tensor) -> torch.Tensor:
+    """One draw per row from unnormalised log weights (..., N): indices (...)."""
+    cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)
+    u = torch.rand(*cdf.shape[:-1], 1, dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+    index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    return index.clamp_max(logits.shape[-1] - 1)
+
+
 def _trace(ancestors: torch.Tensor, index: torch.Tensor, steps: int) -> list[torch.Tensor]:
     """Genealogy of particles ``index`` (S, B) at the last step: their indices at the last
     ``steps`` + 1 times, latest first (ancestors (N, B, T))."""
@@ -306,10 +314,82 @@ def particle_filter(
 
 
 # ---------------------------------------------------------------------- smoothing
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _normal_features(values, loc, scale, scale_on_values: bool):
+    """Features (S, B, K), (N, B, K) whose inner product over K is
+    sum_d log N(values[s, b, d] | loc[i, b, d], scale) for every pair (s, i).
+
+    values (S, B, D), loc (N, B, D); ``scale`` broadcasts to values (``scale_on_values``) or to
+    loc. Both sides are centred first (the density depends on values - loc only), which keeps
+    the expanded square accurate.
+    """
+    centre = loc.mean(0)
+    values, loc = values - centre, loc - centre
+    dim = values.shape[-1]
+    if scale_on_values:
+        scale = scale.expand_as(values)
+        prec = scale.pow(-2)
+        lead = (prec * values.square() + 2 * torch.log(scale)).sum(-1, keepdim=True)
+        left = torch.cat([lead + dim * _LOG_2PI, prec * values, prec], dim=-1)
+        right = torch.cat([torch.ones_like(loc[..., :1]), -2 * loc, loc.square()], dim=-1)
+    else:
+        scale = scale.expand_as(loc)
+        prec = scale.pow(-2)
+        lead = (prec * loc.square() + 2 * torch.log(scale)).sum(-1, keepdim=True)
+        left = torch.cat([torch.ones_like(values[..., :1]), -2 * values, values.square()], dim=-1)
+        right = torch.cat([lead + dim * _LOG_2PI, prec * loc, prec], dim=-1)
+    return left, -0.5 * right
+
+
+def _backward_logits(model, log_w, cand, x_star, z_star, alpha) -> torch.Tensor:
+    """log W_t^i + log p(x_{t+1}^* | z_t^i) + log p(z_{t+1}^* | z_t^i, x_{t+1}^*): (B, S, N)
+    for filtering weights log_w (N, B), candidates cand (N, B, Dz) and draws x_star (S, B, Dx),
+    z_star (S, B, Dz).
+
+    With Gaussian factors and a latent mean affine in z_{t-1} (the default Alternator and
+    every variant with ``affine_latent``) all three terms are one batched matrix product over
+    features; otherwise the densities are evaluated on the broadcast (S, N, B) grid.
+    """
+    num, batch, _ = cand.shape
+    samples = x_star.shape[0]
+    left = [torch.ones_like(x_star[..., :1])]
+    right = [log_w.unsqueeze(-1)]
+    dense = None
+    x_dist = model.x_dist(cand)  # one OTN call on N x B
+    if isinstance(x_dist, torch.distributions.Normal):
+        features = _normal_features(x_star, x_dist.loc, x_dist.scale, scale_on_values=False)
+        left.append(features[0])
+        right.append(features[1])
+    else:
+        dense = x_dist.log_prob(x_star.unsqueeze(1)).sum(-1).permute(2, 0, 1)
+    z_dist = None
+    if model.affine_latent:
+        # z_loc(x, z) = u(x) + sqrt(1 - alpha - sigma_z^2) z (what the parallel scan assumes):
+        # the FTN reads the S inputs once and the N candidates enter through the product
+        z_dist = model.z_dist(x_star, torch.zeros_like(z_star), alpha)  # (S, B, Dz)
+    if isinstance(z_dist, torch.distributions.Normal):
+        decay = torch.sqrt(1 - alpha - model.sigma_z**2)
+        features = _normal_features(
+            z_star - z_dist.loc, decay * cand, z_dist.scale, scale_on_values=True
+        )
+        left.append(features[0])
+        right.append(features[1])
+    else:
+        shape = (samples, num, batch)
+        z_dist = model.z_dist(
+            x_star.unsqueeze(1).expand(*shape, -1), cand.expand(*shape, -1), alpha
+        )
+        log_pz = z_dist.log_prob(z_star.unsqueeze(1)).sum(-1).permute(2, 0, 1)
+        dense = log_pz if dense is None else dense + log_pz
+    logits = torch.bmm(torch.cat(left, -1).transpose(0, 1), torch.cat(right, -1).permute(1, 2, 0))
+    return logits if dense is None else logits + dense
+
+
 def _ffbsi(model, result: ParticleFilterResult, num_samples: int) -> SmoothingPaths:
     particles, x_read, log_w = result.particles, result.x_read, result.log_weights
-    num, batch, steps_1, _ = particles.shape
-    steps = steps_1 - 1
+    steps = particles.shape[2] - 1
     if model.data_dependent_alpha:
         schedule = None
         alpha_data = model._alpha_for(x_read[0])  # fully observed: the data (B, T, 1)
@@ -321,18 +401,9 @@ def _ffbsi(model, result: ParticleFilterResult, num_samples: int) -> SmoothingPa
     zs, xs = [z_star], [x_star]
     for t in range(steps - 1, -1, -1):
         cand = particles[:, :, t]  # (N, B, Dz)
-        log_px = model.x_dist(cand).log_prob(x_star.unsqueeze(1)).sum(-1)  # (S, N, B)
         alpha = schedule[t] if schedule is not None else alpha_data[:, t]
-        if model.affine_latent:  # z_loc broadcasts: the FTN reads the S inputs once
-            z_dist = model.z_dist(x_star.unsqueeze(1), cand.unsqueeze(0), alpha)
-        else:
-            shape = (num_samples, num, batch)
-            z_dist = model.z_dist(
-                x_star.unsqueeze(1).expand(*shape, -1), cand.expand(*shape, -1), alpha
-            )
-        log_pz = z_dist.log_prob(z_star.unsqueeze(1)).sum(-1)  # (S, N, B)
-        logits = log_w[:, :, t].unsqueeze(0) + log_px + log_pz
-        index = torch.distributions.Categorical(logits=logits.movedim(1, -1)).sample()
+        logits = _backward_logits(model, log_w[:, :, t], cand, x_star, z_star, alpha)
+        index = _inverse_cdf(logits).T  # (S, B)
         z_star = _gather(cand, index)
         zs.append(z_star)
         if t > 0:
@@ -366,8 +437,9 @@ def backward_simulation(
     _check_model(model)
     num_samples = check_positive_int(num_samples, "num_samples")
     smoother = _check_smoother(smoother)
-    if result.particles.shape[2] != result.x_read.shape[2] + 1 or result.x_read.shape[2] != (
-        result.ancestors.shape[2]
+    if (
+        result.particles.shape[2] != result.x_read.shape[2] + 1
+        or result.x_read.shape[2] != (result.ancestors.shape[2])
     ):
         raise ValueError("result must come from particle_filter(..., history=True)")
     non_markov = model.data_dependent_alpha and not bool(result.mask.all())
