@@ -15,6 +15,7 @@ from alternators_ppl.inference.svi import (
 )
 from alternators_ppl.inference.trace_loss import trace_loss
 from alternators_ppl.inference.training import History, NonFiniteLossError, fit, warmup_cosine
+from alternators_ppl.models.smc import particle_filter, smc_chains, smc_forecast, smoothing_paths
 
 __all__ = [
     "fit",
@@ -34,4 +35,8 @@ __all__ = [
     "make_elbo",
     "posterior_forecast",
     "posterior_latents",
+    "particle_filter",
+    "smoothing_paths",
+    "smc_chains",
+    "smc_forecast",
 ]
