@@ -164,10 +164,24 @@ def test_log_marginal_unbiased_and_consistent(setup, masked):
 
 
 # ---------------------------------------------------------------------- filtering
-@pytest.mark.parametrize("masked", [False, True])
-def test_filtering_moments_match_exact(setup, masked):
-    model, x, mask = setup
-    mask = _mask_or_all(mask, masked)
+def _coupled():
+    """A linear Alternator in which a missing x_t entry strongly shapes z_t (F = 1.5 I,
+    G = -1.2 I), one sequence of T = 15 and the second coordinate hidden every other step."""
+    torch.manual_seed(0)
+    model = linear_alternator(DX, DZ)
+    with torch.no_grad():
+        model.otn.layers[0].weight.copy_(1.5 * torch.eye(DZ))
+        model.ftn.layers[0].weight.copy_(-1.2 * torch.eye(DX))
+    x = model.sample(1, 15)["x"]
+    mask = torch.ones(1, 15, DX, dtype=torch.bool)
+    mask[0, 1::2, 1] = False
+    return model, x, mask
+
+
+@pytest.mark.parametrize("case", ["observed", "masked", "coupled"])
+def test_filtering_moments_match_exact(setup, case):
+    model, x, mask = _coupled() if case == "coupled" else setup
+    mask = _mask_or_all(mask, case != "observed")
     exact = Exact(model, x[0], mask[0])
     num = 20000
     result = particle_filter(model, x, mask, num, seed=1)
