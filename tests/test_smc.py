@@ -28,92 +28,15 @@ from alternators_ppl.models.smc import (
     smoothing_paths,
 )
 from alternators_ppl.networks import MLP
-from tests.oracles import kalman_log_likelihood, linear_alternator
+from tests.oracles import (
+    DenseLinearAlternator,
+    kalman_log_likelihood,
+    linear_alternator,
+    x_index,
+    z_index,
+)
 
 DX = DZ = 2
-
-
-# ---------------------------------------------------------------------- the exact oracle
-def _dense_joint(model, steps):
-    """Mean and covariance of v = [z_0, x_1, z_1, ..., x_T, z_T] of a linear Alternator, from
-    v = A v + c + L e (e ~ N(0, I)) written out from the model's equations."""
-    f64 = torch.float64
-    F, b_f = model.otn.layers[0].weight.detach(), model.otn.layers[0].bias.detach()
-    G, b_g = model.ftn.layers[0].weight.detach(), model.ftn.layers[0].bias.detach()
-    dx, dz = model.obs_dim, model.latent_dim
-    sx, sz = float(model.sigma_x), float(model.sigma_z)
-    alpha = [float(a) for a in model.alpha_schedule(steps)]
-    n = dz + steps * (dx + dz)
-    A, c, L = torch.zeros(n, n, dtype=f64), torch.zeros(n, dtype=f64), torch.zeros(n, n, dtype=f64)
-    L[:dz, :dz] = torch.eye(dz, dtype=f64)
-    cx = math.sqrt(1 - sx**2)
-    for t in range(1, steps + 1):
-        zp = _z_index(t - 1, dx, dz)[0]
-        xi, zi = _x_index(t, dx, dz)[0], _z_index(t, dx, dz)[0]
-        A[xi : xi + dx, zp : zp + dz] = cx * F
-        c[xi : xi + dx] = cx * b_f
-        L[xi : xi + dx, xi : xi + dx] = sx * torch.eye(dx, dtype=f64)
-        a, d = math.sqrt(alpha[t - 1]), math.sqrt(1 - alpha[t - 1] - sz**2)
-        A[zi : zi + dz, xi : xi + dx] = a * G
-        A[zi : zi + dz, zp : zp + dz] = d * torch.eye(dz, dtype=f64)
-        c[zi : zi + dz] = a * b_g
-        L[zi : zi + dz, zi : zi + dz] = sz * torch.eye(dz, dtype=f64)
-    M = torch.linalg.inv(torch.eye(n, dtype=f64) - A)
-    return M @ c, M @ L @ L.T @ M.T
-
-
-def _x_index(t, dx=DX, dz=DZ):
-    start = dz + (t - 1) * (dx + dz)
-    return list(range(start, start + dx))
-
-
-def _z_index(t, dx=DX, dz=DZ):
-    start = 0 if t == 0 else dz + (t - 1) * (dx + dz) + dx
-    return list(range(start, start + dz))
-
-
-class Exact:
-    """Gaussian conditioning of the dense joint on observed x entries of one sequence."""
-
-    def __init__(self, model, x, mask):
-        self.steps = x.shape[0]
-        self.mean, self.cov = _dense_joint(model, self.steps)
-        self.x, self.mask = x, mask  # (T, Dx), (T, Dx) bool
-
-    def observed(self, upto):
-        idx = [
-            i
-            for t in range(1, upto + 1)
-            for i, m in zip(_x_index(t), self.mask[t - 1], strict=True)
-            if m
-        ]
-        return idx, self.x[:upto][self.mask[:upto]]
-
-    def condition(self, target, upto=None):
-        """Mean and variance of entries ``target`` given the observed x_1..x_upto."""
-        obs, vals = self.observed(self.steps if upto is None else upto)
-        if not obs:
-            return self.mean[target], self.cov[target][:, target].diagonal()
-        gain = self.cov[target][:, obs] @ torch.linalg.inv(self.cov[obs][:, obs])
-        mean = self.mean[target] + gain @ (vals - self.mean[obs])
-        cov = self.cov[target][:, target] - gain @ self.cov[obs][:, target]
-        return mean, cov.diagonal()
-
-    def log_marginal(self):
-        obs, vals = self.observed(self.steps)
-        mvn = torch.distributions.MultivariateNormal(self.mean[obs], self.cov[obs][:, obs])
-        return mvn.log_prob(vals)
-
-    def z_path(self):
-        return [i for t in range(self.steps + 1) for i in _z_index(t)]
-
-    def x_missing(self):
-        return [
-            i
-            for t in range(1, self.steps + 1)
-            for i, m in zip(_x_index(t), self.mask[t - 1], strict=True)
-            if not m
-        ]
 
 
 @pytest.fixture
@@ -133,7 +56,7 @@ def _mask_or_all(mask, use):
 # ---------------------------------------------------------------------- oracle sanity
 def test_dense_oracle_matches_kalman(setup):
     model, x, mask = setup
-    exact = Exact(model, x[0], torch.ones_like(mask[0])).log_marginal()
+    exact = DenseLinearAlternator(model, x[0], torch.ones_like(mask[0])).log_marginal()
     assert torch.allclose(exact, kalman_log_likelihood(model, x)[0], atol=1e-10, rtol=0)
 
 
@@ -142,7 +65,7 @@ def test_dense_oracle_matches_kalman(setup):
 def test_log_marginal_unbiased_and_consistent(setup, masked):
     model, x, mask = setup
     mask = _mask_or_all(mask, masked)
-    exact = Exact(model, x[0], mask[0]).log_marginal()
+    exact = DenseLinearAlternator(model, x[0], mask[0]).log_marginal()
     repeats = 200
     rmse = {}
     for num in (10, 100, 1000):
@@ -182,12 +105,12 @@ def _coupled():
 def test_filtering_moments_match_exact(setup, case):
     model, x, mask = _coupled() if case == "coupled" else setup
     mask = _mask_or_all(mask, case != "observed")
-    exact = Exact(model, x[0], mask[0])
+    exact = DenseLinearAlternator(model, x[0], mask[0])
     num = 20000
     result = particle_filter(model, x, mask, num, seed=1)
     weights = result.log_weights[:, 0].exp()  # (N, T+1)
     for t in range(exact.steps + 1):
-        mean, var = exact.condition(_z_index(t), upto=t)
+        mean, var = exact.condition(z_index(t), upto=t)
         w = weights[:, t, None]
         est = (w * result.particles[:, 0, t]).sum(0)
         est_var = (w * (result.particles[:, 0, t] - est) ** 2).sum(0)
@@ -209,7 +132,7 @@ def _chain_check(draws, mean, var, z_tol=4.5, var_tol=0.1):
 def test_smoothing_moments_match_exact(setup, masked):
     model, x, mask = setup
     mask = _mask_or_all(mask, masked)
-    exact = Exact(model, x[0], mask[0])
+    exact = DenseLinearAlternator(model, x[0], mask[0])
     chains, draws = 20, 200
     paths = smc_chains(model, x, mask, chains, draws, num_particles=400, seed=2)
     assert paths.z.shape == (chains, draws, 1, exact.steps + 1, DZ)
@@ -244,8 +167,8 @@ def test_smoothing_coverage_of_true_path():
 def test_forecast_matches_exact_predictive(setup):
     model, x, _ = setup
     context, horizon = 10, 5
-    exact = Exact(model, x[0], torch.ones(15, DX, dtype=torch.bool))
-    target = [i for t in range(context + 1, context + horizon + 1) for i in _x_index(t)]
+    exact = DenseLinearAlternator(model, x[0], torch.ones(15, DX, dtype=torch.bool))
+    target = [i for t in range(context + 1, context + horizon + 1) for i in x_index(t)]
     mean, var = exact.condition(target, upto=context)
     num = 4000
     draws = smc_forecast(model, x[:, :context], horizon, num, num, seed=5).x
