@@ -77,8 +77,8 @@ def _linear(args) -> dict:
     half = 1.6448536269514722  # the 95% normal quantile
     inside = []
     for b in range(batch):
-        exact = DenseLinearAlternator(model, x[b], torch.ones_like(x[b], dtype=torch.bool))
-        mean, var = exact.condition(exact.z_path())
+        oracle = DenseLinearAlternator(model, x[b], torch.ones_like(x[b], dtype=torch.bool))
+        mean, var = oracle.condition(oracle.z_path())
         inside.append((z_true[b].reshape(-1) - mean).abs() <= half * var.sqrt())
     coverage["exact"] = torch.cat(inside).double().mean().item()
     return {

@@ -545,15 +545,17 @@ class Alternator(PyroModule):
         x,
         mask=None,
         num_samples: int = 1,
-        method: str = "smc",
+        method: str = "ancestral",
         num_particles: int | None = None,
     ) -> torch.Tensor:
         """Latent paths given x (B, T, Dx): (S, B, T+1, Dz).
 
-        ``method="smc"`` (default): draws from the smoothing posterior p(z_{0:T} | x^obs)
-        (particle filter with ``num_particles``, default 256, and backward simulation);
-        ``method="ancestral"``: the conditioned FTN recursion, which never weighs a draw by
-        p(x_t | z_{t-1}).
+        ``method="smc"``: draws from the smoothing posterior p(z_{0:T} | x^obs) (particle
+        filter with ``num_particles``, default 256, and backward simulation; the S draws share
+        one particle system, so for R-hat / ESS use
+        :func:`~alternators_ppl.models.smc.smc_chains`). ``method="ancestral"`` (default, for
+        now: the diagnostics read these as independent draws): the conditioned FTN recursion,
+        which never weighs a draw by p(x_t | z_{t-1}).
         """
         particles = self._latent_method(method, num_particles)
         if particles is None:
