@@ -375,3 +375,14 @@ def test_cuda():
     assert result.log_marginal.device.type == "cuda" and torch.isfinite(result.log_marginal).all()
     assert model.impute(x, num_samples=5).device.type == "cuda"
     assert model.forecast(x, 3, 5).device.type == "cuda"
+
+
+def test_sequence_model_log_likelihood_is_the_smc_estimate():
+    from alternators_ppl.models.zoo import AlternatorModel
+
+    wrapped = AlternatorModel(2, latent_dim=3, hidden=8)
+    x = wrapped.model.sample(2, 6)["x"]
+    torch.manual_seed(0)
+    got = wrapped.log_likelihood(x)
+    torch.manual_seed(0)
+    assert got.shape == (2,) and torch.equal(got, wrapped.model.log_likelihood(x))
