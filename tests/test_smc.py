@@ -386,3 +386,15 @@ def test_sequence_model_log_likelihood_is_the_smc_estimate():
     got = wrapped.log_likelihood(x)
     torch.manual_seed(0)
     assert got.shape == (2,) and torch.equal(got, wrapped.model.log_likelihood(x))
+
+
+def test_rhat_across_independent_particle_systems_flags_too_few_particles(setup):
+    import arviz as az
+
+    model, x, _ = setup
+    rhat = {}
+    for num in (3, 500):
+        paths = smc_chains(model, x, num_chains=4, num_draws=200, num_particles=num, seed=1)
+        draws = paths.z[:, :, 0].reshape(4, 200, -1).numpy()
+        rhat[num] = float(az.rhat(az.convert_to_dataset(draws)).x.max())
+    assert rhat[3] > 1.5 and rhat[500] < 1.05, rhat
