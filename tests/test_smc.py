@@ -398,3 +398,13 @@ def test_rhat_across_independent_particle_systems_flags_too_few_particles(setup)
         draws = paths.z[:, :, 0].reshape(4, 200, -1).numpy()
         rhat[num] = float(az.rhat(az.convert_to_dataset(draws)).x.max())
     assert rhat[3] > 1.5 and rhat[500] < 1.05, rhat
+
+
+def test_benchmark_smoke_run(tmp_path):
+    from benchmarks.run import run_one
+
+    out = tmp_path / "smc.json"
+    args = ["--item", "throughput", "--steps", "20", "--particles", "30", "--smooth-steps", "5"]
+    record = run_one("smc", *args, "--draws", "4", "--repeats", "1", "--out", out)
+    assert record["item"] == "throughput" and out.exists(), record
+    assert record["particle_filter"]["particle_steps_per_s"] > 0
