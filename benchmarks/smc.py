@@ -24,7 +24,8 @@ of the test trajectories.
 ``spikes``: the main job's decoder (100 Poisson neurons driven by one Lorenz trajectory, the
 state observed in training, 100 epochs or ``--budget-s``); 90% coverage, RMSE and R^2 per
 coordinate of the latent draws (200) on the held-out test span, ``method="smc"`` vs
-``"ancestral"`` (``score_latents``).
+``"ancestral"`` (``score_latents``); the filter's ESS (fraction of N per step) and the 90%
+coverage of its weighted filtering quantiles, with N and 4N particles.
 
 ``throughput``: particles x steps per second of the particle filter (N x B particles, T steps)
 against ancestral sampling of the same number of trajectories (``Alternator.sample``), and of
@@ -227,6 +228,26 @@ def _spikes(args) -> dict:
             x_test, num_samples=cfg.num_samples, method=method, num_particles=args.particles
         )[:, 0, 1:]
         record[method] = {**score_latents(z, z_true), "seconds": time.perf_counter() - tic}
+    # how degenerate the filter is: ESS of the incremental weights per step, as a fraction of N
+    from alternators_ppl.models.smc import particle_filter
+
+    for particles in (args.particles, 4 * args.particles):
+        result = particle_filter(model, x_test, num_particles=particles, seed=args.seed)
+        ess = result.ess[0] / particles
+        weights = result.log_weights[:, 0, 1:].exp()  # filtering coverage of z_t, weighted draws
+        order = result.particles[:, 0, 1:].argsort(0)
+        sorted_z = result.particles[:, 0, 1:].gather(0, order)
+        cdf = weights.unsqueeze(-1).expand_as(sorted_z).gather(0, order).cumsum(0)
+        lo = sorted_z.gather(0, (cdf < 0.05).sum(0, keepdim=True).clamp_max(particles - 1))[0]
+        hi = sorted_z.gather(0, (cdf < 0.95).sum(0, keepdim=True).clamp_max(particles - 1))[0]
+        inside = ((z_true >= lo) & (z_true <= hi)).double().mean(0)
+        record[f"filter_{particles}"] = {
+            "ess_fraction_median": ess.median().item(),
+            "ess_fraction_p10": ess.quantile(0.1).item(),
+            "resampled_fraction": result.resampled.double().mean().item(),
+            "filtering_coverage_90": inside.tolist(),
+            "log_likelihood_per_step": (result.log_marginal / x_test.shape[1]).item(),
+        }
     return record
 
 
