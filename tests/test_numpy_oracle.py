@@ -17,8 +17,9 @@ SCHEDULE = [0.15, 0.3, 0.45, 0.6, 0.2, 0.5, 0.35, 0.4, 0.25]  # longer than T
 
 
 def _model(alpha, activation="tanh"):
-    model = Alternator(DX, DZ, sigma_x=0.35, sigma_z=0.2, alpha=alpha, hidden=(6, 5),
-                       activation=activation).double()
+    model = Alternator(
+        DX, DZ, sigma_x=0.35, sigma_z=0.2, alpha=alpha, hidden=(6, 5), activation=activation
+    ).double()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # weights away from the default init, biases non-zero
         for p in model.parameters():
@@ -46,8 +47,9 @@ def _oracle_args(model):
 def test_numpy_mlp_equals_torch(activation):
     model = _model(0.3, activation)
     x = torch.randn(4, 5, DX, dtype=torch.float64)
-    np.testing.assert_allclose(mlp_numpy(model.ftn, x.numpy()), model.ftn(x).detach().numpy(),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        mlp_numpy(model.ftn, x.numpy()), model.ftn(x).detach().numpy(), rtol=1e-12, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.3, SCHEDULE], ids=["constant", "schedule"])
@@ -55,8 +57,9 @@ def test_numpy_mlp_equals_torch(activation):
 def test_log_joint_equals_numpy_oracle(alpha, mask_kind):
     model = _model(alpha)
     x, z, mask = _data(mask_kind)
-    expected = log_joint_numpy(*_oracle_args(model), x.numpy(), z.numpy(),
-                               None if mask is None else mask.numpy())
+    expected = log_joint_numpy(
+        *_oracle_args(model), x.numpy(), z.numpy(), None if mask is None else mask.numpy()
+    )
     got = model.log_joint(x, z, mask).detach().numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
@@ -66,8 +69,9 @@ def test_log_joint_equals_numpy_oracle(alpha, mask_kind):
 def test_path_loss_equals_numpy_oracle(alpha, mask_kind):
     model = _model(alpha)
     x, z, mask = _data(mask_kind)
-    expected = path_loss_numpy(*_oracle_args(model), x.numpy(), z.numpy(),
-                               None if mask is None else mask.numpy())
+    expected = path_loss_numpy(
+        *_oracle_args(model), x.numpy(), z.numpy(), None if mask is None else mask.numpy()
+    )
     got = model.path_loss(x, z, mask).detach().numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
