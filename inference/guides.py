@@ -16,11 +16,14 @@ under which ``TraceMeanField_ELBO`` is exact (see :func:`~alternators_ppl.infere
 - :class:`SmoothingGuide`: a backward GRU reads [x_filled, mask] from the end; a DMM-style
   combiner mixes its summary of x_{t+1:T} with z_{t-1} and the model's prior mean.
 
-Missing entries of x_t are proposed from the model's own p(x_t | z_{t-1}) (the ``x_missing_t``
-terms of model and guide then cancel) and the guide's FTN reads the filled x_t, as the model's
-does. The values that x holds at missing entries never reach a guide (they are zero-filled and
-the mask is an input). The guides hold a reference to the model (not a submodule: the model's
-weights stay the model's); ``.to(device)`` them alongside it.
+Missing entries of x_t are proposed from the model's own p(x_t | z_{t-1}) (its ``x_dist``, so
+a variant's observation factor counts; the ``x_missing_t`` terms of model and guide then
+cancel) and the guide's FTN reads the filled x_t, as the model's does; alpha_t is the model's
+own (``Alternator._step_alpha``: the schedule, or the data-driven alpha_t of the
+alpha-Alternator from the filled inputs). The values that x holds at missing entries never
+reach a guide (they are zero-filled and the mask is an input). The guides hold a reference to
+the model (not a submodule: the model's weights stay the model's); ``.to(device)`` them
+alongside it.
 """
 
 from __future__ import annotations
@@ -84,11 +87,8 @@ class _AlternatorGuide(PyroModule):
         """
         if bool(observed.all()):
             return x_t
-        model = self.alternator
-        draw = pyro.sample(
-            f"x_missing_{t}",
-            dist.Normal(model.x_loc(z_prev), model.sigma_x).mask(~observed).to_event(1),
-        )
+        x_dist = self.alternator.x_dist(z_prev)  # the model's own factor (variants count)
+        draw = pyro.sample(f"x_missing_{t}", x_dist.mask(~observed).to_event(1))
         return torch.where(observed, x_t, draw)
 
 
@@ -146,12 +146,15 @@ class FilteringGuide(_AlternatorGuide):
             scale0 = softplus(self.initial_scale_raw) + self.min_scale
             z_prev = pyro.sample("z_0", dist.Normal(self.initial(first), scale0).to_event(1))
             scale = softplus(self.scale_raw) + self.min_scale
+            read = []
             for t in pyro.markov(range(1, steps + 1)):
                 x_t = self._fill(t, x[:, t - 1], mask[:, t - 1], z_prev)
+                read.append(x_t)
                 if z_target is not None:
                     z_prev = z_target[:, t - 1]
                     continue
-                loc = model.z_loc(x_t, z_prev, alpha[t - 1]) + self.correction(_cat(x_t, z_prev))
+                alpha_t = model._step_alpha(t - 1, alpha, read)  # data-driven where it is
+                loc = model.z_loc(x_t, z_prev, alpha_t) + self.correction(_cat(x_t, z_prev))
                 z_prev = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
         return z_prev
 
@@ -237,12 +240,14 @@ class SmoothingGuide(_AlternatorGuide):
         with pyro.plate("sequences", batch, dim=-1):
             scale0 = softplus(raw0) + self.min_scale
             z_prev = pyro.sample("z_0", dist.Normal(loc0, scale0).to_event(1))
+            read = []
             for t in pyro.markov(range(1, steps + 1)):
                 x_t = self._fill(t, x[:, t - 1], mask[:, t - 1], z_prev)
+                read.append(x_t)
                 if z_target is not None:
                     z_prev = z_target[:, t - 1]
                     continue
-                prior_loc = model.z_loc(x_t, z_prev, alpha[t - 1])
+                prior_loc = model.z_loc(x_t, z_prev, model._step_alpha(t - 1, alpha, read))
                 loc, scale = self.combine(z_prev, prior_loc, h[:, t - 1])
                 z_prev = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
         return z_prev

@@ -311,8 +311,11 @@ def posterior_forecast(
 
     z_{Tc} is drawn from the guide given the context (its last-step marginal: the filtering
     distribution for an exact posterior), then the model's recursion runs forward, batched
-    over samples and sequences: x_t ~ N(x_loc(z_{t-1}), sigma_x^2), z_t ~ N(z_loc(x_t, z_{t-1}),
-    sigma_z^2) with alpha_{Tc+1..Tc+horizon}. For a
+    over samples and sequences, through the model's own factors: x_t from ``draw_x``
+    (p(x_t | z_{t-1}), so a variant's observation noise counts) and z_t from
+    ``z_dist(x_t, z_{t-1}, alpha_t)``, with alpha_{Tc+1..Tc+horizon} from the schedule or, for a
+    data-driven alpha (the alpha-Alternator), from the last inputs read (the context, its
+    missing entries as the guide filled them, then the forecast draws). For a
     :class:`~alternators_ppl.models.HyperpriorAlternator` each sample uses the globals (sigma_x,
     sigma_z, alpha) the guide drew with its z_{Tc}. NaN entries of the context are missing.
     """
@@ -327,13 +330,31 @@ def posterior_forecast(
     values = {}
     if isinstance(model, HyperpriorAlternator):
         values = model.hyperparameters_from({s: trace.nodes[s]["value"] for s in model.sites})
+    read = _context_read(trace, x_context) if core.data_dependent_alpha else []
     draws = []
     with pyro.get_param_store().scope(), core.hyperparameters(**values):
-        alpha = core.alpha_schedule(context + horizon)[context:]
+        alpha = core.alpha_schedule(context + horizon)
         for h in range(horizon):
-            x_t = core.x_loc(z_prev)
-            x_t = x_t + core.sigma_x * torch.randn_like(x_t)
-            z_prev = core.z_loc(x_t, z_prev, alpha[h])
-            z_prev = z_prev + core.sigma_z * torch.randn_like(z_prev)
+            eps = torch.randn(
+                *z_prev.shape[:-1], core.obs_dim, dtype=z_prev.dtype, device=z_prev.device
+            )
+            x_t = core.draw_x(z_prev, eps)
+            read.append(x_t)
+            alpha_t = core._step_alpha(context + h, alpha, read)
+            z_prev = core.z_dist(x_t, z_prev, alpha_t).sample()
             draws.append(x_t)
     return torch.stack(draws, dim=2)
+
+
+def _context_read(trace, x_context: torch.Tensor) -> list[torch.Tensor]:
+    """What the FTN read in the context, x_1..x_Tc (each (S, B, Dx) or (B, Dx)): the data where
+    observed, the guide's ``x_missing_t`` draws elsewhere."""
+    observed = ~torch.isnan(x_context)
+    read = []
+    for t in range(1, x_context.shape[1] + 1):
+        x_t = torch.where(observed[:, t - 1], x_context[:, t - 1], 0.0)
+        site = trace.nodes.get(f"x_missing_{t}")
+        if site is not None:
+            x_t = torch.where(observed[:, t - 1], x_t, site["value"])
+        read.append(x_t)
+    return read

@@ -120,6 +120,13 @@ class Alternator(PyroModule):
     # set by :meth:`hyperparameters` while a tensor alpha replaces the stored one
     _alpha_override: torch.Tensor | None = None
 
+    @property
+    def sigma_x_bound(self) -> float:
+        """Upper bound on sigma_x (exclusive): 1 here; a variant whose factors need a smaller
+        sigma_x (Alternator++: sigma_x^2 < 1 - beta) lowers it, and :meth:`hyperparameters`
+        refuses a value at or above it."""
+        return 1.0
+
     def alpha_schedule(self, num_steps: int) -> torch.Tensor:
         """alpha_1..alpha_T as a (T,) tensor; a schedule shorter than T is an error.
 
@@ -177,7 +184,7 @@ class Alternator(PyroModule):
         alpha_max = max(self.alpha_values) if a is None else a
         checks = [
             torch.as_tensor(sx) > 0,
-            torch.as_tensor(sx) < 1,
+            torch.as_tensor(sx) < self.sigma_x_bound,
             torch.as_tensor(sz) > 0,
             torch.as_tensor(alpha_max + sz**2) < 1,
         ]
@@ -185,7 +192,8 @@ class Alternator(PyroModule):
             checks.append(a > 0)
         if not all(bool(torch.all(c)) for c in checks):
             raise ValueError(
-                "hyperparameters must satisfy 0 < sigma_x < 1, sigma_z > 0, alpha > 0 and "
+                f"hyperparameters must satisfy 0 < sigma_x < {self.sigma_x_bound:.4g}, "
+                "sigma_z > 0, alpha > 0 and "
                 f"alpha + sigma_z^2 < 1; got {sorted(given)} = "
                 + ", ".join(f"{v.detach().flatten()[:4].tolist()}" for v in values.values())
             )
@@ -234,12 +242,14 @@ class Alternator(PyroModule):
         return self.alpha_from_inputs(windows).unsqueeze(-1)
 
     def _step_alpha(self, t: int, schedule: torch.Tensor, read: list) -> torch.Tensor:
-        """alpha_t (0-based t) inside a step loop; ``read`` holds x_1..x_t read so far (B, Dx)."""
+        """alpha_t (0-based t) inside a step loop; ``read`` holds x_1..x_t read so far, each
+        (..., B, Dx) (leading sample axes broadcast)."""
         if not self.data_dependent_alpha:
             return schedule[t]
         recent = read[-self.alpha_window :]
-        window = torch.stack([recent[0]] * (self.alpha_window - len(recent)) + recent, dim=1)
-        return self.alpha_from_inputs(window).unsqueeze(-1)
+        recent = [recent[0]] * (self.alpha_window - len(recent)) + recent
+        recent = torch.broadcast_tensors(*recent)
+        return self.alpha_from_inputs(torch.stack(recent, dim=-2)).unsqueeze(-1)
 
     def draw_x(self, z_prev: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Reparameterised draw of x_t given z_{t-1} (..., Dz) and standard normal eps (..., Dx)."""
@@ -363,8 +373,10 @@ class Alternator(PyroModule):
         """Eq. 12 (scaled by 2 sigma_x^2 sigma_z^2), averaged over sequences and time steps.
 
         z_{0:T} is drawn by alternating (reparameterised, so gradients flow through the path);
-        the FTN reads what ``ftn_input`` says. With ``z_target`` (B, T, Dz) the latent path is
-        the observed one (sequence-to-sequence use) and z_0 is drawn from the prior.
+        the FTN reads what ``ftn_input`` says while drawing, and the z-term scores g on the data
+        (the draws where x is missing), so in the generative reading it carries a gradient.
+        With ``z_target`` (B, T, Dz) the latent path is the observed one (sequence-to-sequence
+        use) and z_0 is drawn from the prior.
         ``parallel=False`` draws the path step by step (the reference; same value and gradients).
         """
         x, mask = self._prepare(x, mask)
@@ -372,12 +384,17 @@ class Alternator(PyroModule):
             z_target = self._check_z_target(z_target, x)
         z, x_ftn = self._rollout(x, mask, self.ftn_input, z_target, parallel)
         x_filled = torch.where(mask, x, x_ftn)
-        eq12 = self._path_loss(x_filled, z, mask, x_ftn).sum() / x.shape[0] / x.shape[1]
-        return eq12 + self.auxiliary_loss(x_filled, z, mask, x_ftn)
+        # The z-term scores g on the data (the model's draws only where x is missing): in the
+        # conditioned reading that is what the FTN read; in the generative reading it matches
+        # g on the model's draws (which made z) against g on the data (DESIGN.md section 1).
+        eq12 = self._path_loss(x_filled, z, mask, x_filled).sum() / x.shape[0] / x.shape[1]
+        aux = self.auxiliary_loss(x_filled, z, mask, x_ftn, z_observed=z_target is not None)
+        return eq12 + aux
 
-    def auxiliary_loss(self, x, z, mask, x_ftn) -> torch.Tensor | float:
+    def auxiliary_loss(self, x, z, mask, x_ftn, z_observed: bool = False) -> torch.Tensor | float:
         """Extra training term a variant adds to Eq. 12 (0 here), given the data x (B, T, Dx),
-        the drawn path z (B, T+1, Dz), the mask and what the FTN read, x_ftn (B, T, Dx)."""
+        the path z (B, T+1, Dz) (drawn, or observed when ``z_observed``: z_1..z_T are data),
+        the mask and what the FTN read, x_ftn (B, T, Dx)."""
         return 0.0
 
     # ------------------------------------------------------------------ the recursion

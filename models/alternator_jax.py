@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 MLPParams = list[dict[str, jax.Array]]
+#: the Alternator hooks that define its factors; a subclass overriding one does not convert
+_FACTOR_HOOKS = ("x_loc", "z_loc", "x_dist", "z_dist", "draw_x")
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -171,10 +173,32 @@ class JaxAlternator:
     def from_torch(cls, model, dtype=None) -> tuple[JaxAlternator, dict[str, MLPParams]]:
         """``(jax_model, params)`` from a torch ``Alternator`` whose OTN and FTN are MLPs.
 
-        The JAX loss always uses the conditioned reading, whatever ``model.ftn_input`` says.
+        Only what JAX represents converts: a subclass that changes a factor (``x_loc``,
+        ``z_loc``, ``x_dist``, ``z_dist``, ``draw_x``, e.g. Alternator++'s noise networks or a
+        Student-t observation) or computes a data-driven alpha_t (the alpha-Alternator) raises
+        ``TypeError`` naming what it changes. A learned schedule (``alpha_schedule`` overridden,
+        e.g. ``LearnedAlphaAlternator``) converts with its current values. The JAX loss always
+        uses the conditioned reading, whatever ``model.ftn_input`` says.
         """
         if not isinstance(model, Alternator):
             raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
+        changed = [
+            hook
+            for hook in _FACTOR_HOOKS
+            if getattr(type(model), hook) is not getattr(Alternator, hook)
+        ]
+        if model.data_dependent_alpha:
+            changed.append("data-driven alpha_t (alpha_from_inputs)")
+        if changed:
+            raise TypeError(
+                f"JaxAlternator.from_torch cannot represent {type(model).__name__}: it changes "
+                f"{', '.join(changed)}; only the base Alternator's factors convert to JAX"
+            )
+        alpha_values = tuple(model.alpha_values)
+        if type(model).alpha_schedule is not Alternator.alpha_schedule:
+            with torch.no_grad():
+                current = model.alpha_schedule(len(model.alpha_values))
+            alpha_values = tuple(current.double().reshape(-1).tolist())
         otn, otn_act = mlp_params_from_torch(model.otn, dtype, name="otn")
         ftn, ftn_act = mlp_params_from_torch(model.ftn, dtype, name="ftn")
         jax_model = cls(
@@ -182,7 +206,7 @@ class JaxAlternator:
             latent_dim=int(model.latent_dim),
             sigma_x=float(model.sigma_x),
             sigma_z=float(model.sigma_z),
-            alpha_values=tuple(model.alpha_values),
+            alpha_values=alpha_values,
             otn_activation=otn_act,
             ftn_activation=ftn_act,
         )

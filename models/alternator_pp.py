@@ -5,15 +5,20 @@
 
 The program, log-density, samplers and Eq. 12 term come from :class:`Alternator` through the
 ``x_loc`` / ``z_loc`` hooks. The latent mean is not affine in z_{t-1}, so rollouts step through
-time. The loss adds a noise-matching term: eps_psi and eps_nu regress onto the standardised
-residuals that produced the trajectory,
+time. The loss adds a noise-matching term: each noise network regresses onto the noise that
+produced an *observed* trajectory, in its own units (the residual it must explain, divided by
+the coefficient it enters the mean with):
 
-    r_x = (x_t - sqrt(beta_t) f(z_{t-1})) / sqrt(1 - beta_t),
-    r_z = (z_t - sqrt(alpha_t) g(x_t)) / sqrt(1 - alpha_t),
+    r_x = (x_t - sqrt(beta_t) f(z_{t-1})) / sqrt(1 - beta_t - sigma_x^2)     (observed x_t)
+    r_z = (z_t - sqrt(alpha_t) g(x_t)) / sqrt(1 - alpha_t - sigma_z^2)       (observed z_t only)
 
-the part of each step the mean networks f and g do not explain, scaled to unit variance when
-the noise network is perfect (as in denoising diffusion, where the network predicts the noise
-that produced a sample). The residuals are treated as fixed targets (no gradient into f, g).
+With eps_psi = r_x the mean x_loc reproduces x_t exactly, so this term and Eq. 12's x-term
+share their minimiser (E[r_x | z_{t-1}]). A *drawn* latent path has no independent target: its
+residual is eps_nu's own output plus the step's fresh noise sigma_z eps / sqrt(1 - alpha_t -
+sigma_z^2), whose expected gradient is zero, so the z-term applies only when the latent path is
+observed (``loss(..., z_target=...)``, sequence-to-sequence use). The targets carry no
+gradient (as the noise does in denoising diffusion). See docs/variants.md for the comparison
+with the Alternator++ paper.
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ class AlternatorPlusPlus(Alternator):
         self.eps_psi = MLP(latent_dim, obs_dim, noise_hidden, activation)
         self.eps_nu = MLP(latent_dim + obs_dim, latent_dim, noise_hidden, activation)
 
+    @property
+    def sigma_x_bound(self) -> float:
+        """sqrt(1 - beta): sigma_x^2 < 1 - beta keeps the weight of eps_psi real."""
+        return math.sqrt(1 - self.beta)
+
     def x_loc(self, z_prev: torch.Tensor) -> torch.Tensor:
         """sqrt(beta) f(z) + sqrt(1 - beta - sigma_x^2) eps_psi(z): (..., Dz) -> (..., Dx)."""
         noise_scale = (1 - self.beta - self.sigma_x**2) ** 0.5
@@ -69,25 +79,31 @@ class AlternatorPlusPlus(Alternator):
         noise = self.eps_nu(torch.cat([z_prev, x.expand(*z_prev.shape[:-1], -1)], dim=-1))
         return torch.sqrt(alpha) * self.ftn(x) + torch.sqrt(1 - alpha - self.sigma_z**2) * noise
 
-    def noise_matching_loss(self, x, z, mask, x_ftn) -> torch.Tensor:
-        """Mean squared error of eps_psi, eps_nu against the residual targets (scalar).
+    def noise_matching_loss(self, x, z, mask, x_ftn, z_observed: bool = False) -> torch.Tensor:
+        """Mean squared error of eps_psi (and eps_nu when ``z_observed``) against the residual
+        targets r_x, r_z of the module docstring (scalar).
 
         x (B, T, Dx) data (entries outside ``mask`` ignored), z (B, T+1, Dz) the path,
-        x_ftn (B, T, Dx) what the FTN read.
+        x_ftn (B, T, Dx) what the FTN read; ``z_observed``: z_1..z_T are data (the z-term is
+        left out for a drawn path, whose residual is the model's own noise).
         """
-        alpha = self.alpha_schedule(x.shape[1]).unsqueeze(-1)
-        z_prev = z[:, :-1]
+        z_prev = z[:, :-1].detach()
         with torch.no_grad():
-            r_x = (x - math.sqrt(self.beta) * self.otn(z_prev)) / math.sqrt(1 - self.beta)
-            r_z = (z[:, 1:] - torch.sqrt(alpha) * self.ftn(x_ftn)) / torch.sqrt(1 - alpha)
-        x_err = ((self.eps_psi(z_prev.detach()) - r_x) ** 2 * mask).sum() / mask.sum().clamp_min(1)
-        nu_in = torch.cat([z_prev.detach(), x_ftn.detach()], dim=-1)
-        z_err = ((self.eps_nu(nu_in) - r_z) ** 2).mean()
+            x_scale = math.sqrt(1 - self.beta - self.sigma_x**2)
+            r_x = (x - math.sqrt(self.beta) * self.otn(z_prev)) / x_scale
+        x_err = ((self.eps_psi(z_prev) - r_x) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+        if not z_observed:
+            return x_err
+        with torch.no_grad():
+            alpha = self._alpha_for(x_ftn)
+            z_scale = torch.sqrt(1 - alpha - self.sigma_z**2)
+            r_z = (z[:, 1:] - torch.sqrt(alpha) * self.ftn(x_ftn)) / z_scale
+        z_err = ((self.eps_nu(torch.cat([z_prev, x_ftn.detach()], dim=-1)) - r_z) ** 2).mean()
         return x_err + z_err
 
-    def auxiliary_loss(self, x, z, mask, x_ftn) -> torch.Tensor:
+    def auxiliary_loss(self, x, z, mask, x_ftn, z_observed: bool = False) -> torch.Tensor:
         """``noise_weight`` times :meth:`noise_matching_loss`, added to Eq. 12 by ``loss``."""
-        return self.noise_weight * self.noise_matching_loss(x, z, mask, x_ftn)
+        return self.noise_weight * self.noise_matching_loss(x, z, mask, x_ftn, z_observed)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, beta={self.beta:.3g}, noise_weight={self.noise_weight:.3g}"

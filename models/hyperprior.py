@@ -43,7 +43,9 @@ class HyperpriorAlternator(PyroModule):
             networks and program are used (held by reference; ``.to()`` both together).
         learn: which of ``("sigma_x", "sigma_z", "alpha")`` are sites; the others stay fixed.
             sigma_z is learned only together with alpha (alpha is drawn as a fraction of
-            1 - sigma_z^2, which keeps alpha + sigma_z^2 < 1).
+            1 - sigma_z^2, which keeps alpha + sigma_z^2 < 1). sigma_x is refused for a model
+            whose ``sigma_x_bound`` is below 1 (Alternator++: sigma_x^2 < 1 - beta), whose
+            program a drawn sigma_x beyond the bound would turn into NaN.
         priors: ``{site: (concentration1, concentration0)}`` Beta priors overriding
             :data:`DEFAULT_PRIORS` for sites ``sigma_x``, ``sigma_z``, ``alpha_u``.
     """
@@ -71,6 +73,12 @@ class HyperpriorAlternator(PyroModule):
             alternator.data_dependent_alpha or not alternator.alpha_is_constant
         ):
             raise ValueError("learning alpha needs an Alternator with a constant alpha")
+        if "sigma_x" in learn and alternator.sigma_x_bound < 1.0:
+            raise ValueError(
+                f"learn has sigma_x, but {type(alternator).__name__} needs sigma_x < "
+                f"{alternator.sigma_x_bound:.4g} (sigma_x^2 < 1 - beta) while the sigma_x prior "
+                "covers (0, 1); learn ('sigma_z', 'alpha') only, or use the base Alternator"
+            )
         super().__init__()
         # a reference, not a submodule: the Alternator may have run on its own before (Pyro
         # forbids adopting such a module), and its weights stay its own

@@ -15,7 +15,7 @@ class LearnedAlphaAlternator(Alternator):
     ``alpha`` learns one shared value). The constructor's ``alpha`` is the starting value, and
     every alpha_t stays in (0, 1 - sigma_z^2) by construction. The parallel scan still applies:
     only :meth:`alpha_schedule` changes, and it now carries gradients. (The JAX conversion,
-    ``JaxAlternator.from_torch``, reads the fixed ``alpha_values``: the starting schedule.)"""
+    ``JaxAlternator.from_torch``, reads the current learned schedule.)"""
 
     def __init__(self, obs_dim: int, latent_dim: int, *args, **kwargs):
         super().__init__(obs_dim, latent_dim, *args, **kwargs)

@@ -29,6 +29,7 @@ import torch
 import xarray as xr
 from scipy.special import logsumexp
 
+from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.runs import atomic_write
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -43,6 +44,7 @@ __all__ = [
     "idata_group",
     "select_coords",
     "DiagnosticsExistError",
+    "check_alternator",
     "pointwise_log_likelihood",
     "to_inference_data",
     "save_netcdf",
@@ -114,6 +116,18 @@ def select_coords(da: xr.DataArray, coords: Mapping | None, name: str) -> xr.Dat
         raise ValueError(f"coords {coords} do not select from {name} {dict(da.sizes)}") from err
 
 
+def check_alternator(model, what: str) -> None:
+    """``TypeError`` unless ``model`` is an Alternator (or a variant of it), naming ``what``."""
+    if not isinstance(model, Alternator):
+        hint = ""
+        if hasattr(model, "alternator") and hasattr(model, "sample_globals"):
+            hint = (
+                "; for a HyperpriorAlternator pass program.alternator, inside "
+                "program.alternator.hyperparameters(...) for given globals"
+            )
+        raise TypeError(f"{what} needs an Alternator, got {type(model).__name__}{hint}")
+
+
 def pointwise_log_likelihood(model, x, z, mask=None) -> torch.Tensor:
     """log p(x_t | z_{t-1}) per sequence and step for latent paths z: (..., B, T).
 
@@ -122,8 +136,11 @@ def pointwise_log_likelihood(model, x, z, mask=None) -> torch.Tensor:
     entries of x_t of log p(x_t | z_{t-1}) (the model's own ``x_dist``, so variants count):
     the log-density of the site ``x_t`` of :meth:`Alternator.model` conditioned on the same z
     (0 at a step with no observed entry). Vectorised (one OTN call per chunk of paths);
-    follows autograd. Inputs are moved to the model's device and dtype.
+    follows autograd. Inputs are moved to the model's device and dtype. A model that is not an
+    :class:`~alternators_ppl.models.Alternator` (e.g. a ``HyperpriorAlternator``, whose x-factor
+    depends on drawn globals) raises ``TypeError``.
     """
+    check_alternator(model, "pointwise_log_likelihood")
     x = as_float_tensor(x, "x", device=model.device, dtype=model.dtype)
     check_sequences(x, "x", model.obs_dim)
     mask = check_mask(mask, x)

@@ -21,6 +21,7 @@ from alternators_ppl.evaluation.calibration import coverage_table, pit_values
 from alternators_ppl.evaluation.diagnostic_figures import plot_pit, plot_ppc, plot_trace_and_rank
 from alternators_ppl.evaluation.inference_data import (
     DiagnosticsExistError,
+    check_alternator,
     chunks,
     loo_over_time,
     pointwise_log_likelihood,
@@ -39,7 +40,6 @@ __all__ = [
     "diagnose_run",
     "format_diagnostics",
 ]
-
 
 
 def _load_forecaster(run_dir: Path, device: torch.device):
@@ -77,8 +77,10 @@ def _fork_rng(device: torch.device):
 def _draw(model, x: torch.Tensor, chains: int, draws: int):
     """Latent paths, one-step predictive draws, pointwise log-lik and log p(x, z) per draw.
 
-    Every density comes from the model's own ``x_dist`` / ``log_joint``, so variants count.
+    Every density comes from the model's own ``x_dist`` / ``log_joint``, so variants count; a
+    model that is not an Alternator (a ``HyperpriorAlternator``) raises ``TypeError``.
     """
+    check_alternator(model, "diagnose")
     batch, steps, _ = x.shape
     parts = list(chunks(chains * draws, batch * steps))
     z = torch.cat([model.infer_latents(x, num_samples=p.stop - p.start) for p in parts])
@@ -86,8 +88,7 @@ def _draw(model, x: torch.Tensor, chains: int, draws: int):
     x_pred = torch.cat([model.x_dist(z[p, :, :-1]).sample() for p in parts])
     lp = torch.cat(
         [
-            model.log_joint(x.repeat(p.stop - p.start, 1, 1), z[p].flatten(0, 1))
-            .reshape(-1, batch)
+            model.log_joint(x.repeat(p.stop - p.start, 1, 1), z[p].flatten(0, 1)).reshape(-1, batch)
             for p in parts
         ]
     ).sum(-1)

@@ -59,8 +59,25 @@ def test_loss_is_eq12_plus_noise_matching_on_the_drawn_path():
     pyro.set_rng_seed(5)
     z, x_read = model.rollout(x)
     eq12 = model.path_loss(x, z).mean() / 5
-    r_x = (x - math.sqrt(0.6) * model.otn(z[:, :-1])) / math.sqrt(0.4)
-    r_z = (z[:, 1:] - math.sqrt(0.3) * model.ftn(x)) / math.sqrt(0.7)
+    # x-target in eps_psi's own units, 1 / sqrt(1 - beta - sigma_x^2) (Eq. 12's x-term); a
+    # drawn latent path gets no z-target (its residual is the model's own noise)
+    r_x = (x - math.sqrt(0.6) * model.otn(z[:, :-1])) / math.sqrt(1 - 0.6 - 0.09)
+    matching = ((model.eps_psi(z[:, :-1]) - r_x) ** 2).mean()
+    assert loss.item() == pytest.approx((eq12 + 0.7 * matching).item(), rel=1e-10)
+
+
+def test_supervised_loss_adds_the_z_target_in_eps_nus_units():
+    model = make_model(noise_weight=0.7)
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    z_target = torch.randn(4, 5, 2, dtype=torch.float64)
+    pyro.set_rng_seed(5)
+    loss = model.loss(x, z_target=z_target)
+    pyro.set_rng_seed(5)
+    z = model.rollout(x, z_target=z_target)[0]
+    assert torch.equal(z[:, 1:], z_target)
+    eq12 = model.path_loss(x, z).mean() / 5
+    r_x = (x - math.sqrt(0.6) * model.otn(z[:, :-1])) / math.sqrt(1 - 0.6 - 0.09)
+    r_z = (z[:, 1:] - math.sqrt(0.3) * model.ftn(x)) / math.sqrt(1 - 0.3 - 0.01)
     matching = ((model.eps_psi(z[:, :-1]) - r_x) ** 2).mean()
     matching = matching + ((model.eps_nu(torch.cat([z[:, :-1], x], -1)) - r_z) ** 2).mean()
     assert loss.item() == pytest.approx((eq12 + 0.7 * matching).item(), rel=1e-10)
