@@ -38,6 +38,8 @@ def _namespace() -> dict:
         "x_val": torch.randn(4, 30, 3),
         "x_context": torch.randn(2, 20, 3),
         "x": torch.randn(2, 30, 3),
+        "mask": torch.rand(2, 30) > 0.3,
+        "x_gappy": torch.where(torch.rand(2, 30, 1) > 0.3, torch.randn(2, 30, 3), torch.nan),
     }
 
 
