@@ -81,7 +81,7 @@ class CompareConfig:
 
 
 def _model_options(name: str, cfg: CompareConfig) -> dict:
-    if name in ("alternator", "dmm"):
+    if name in ("alternator", "dmm", "mamba", "neural-ode", "diffusion"):
         return {"epochs": cfg.epochs}
     if name == "kalman":
         return {"em_iters": max(cfg.epochs // 2, 1)}

@@ -9,10 +9,13 @@ import torch
 
 from alternators_ppl.inference.training import fit
 from alternators_ppl.models.alternator import Alternator
+from alternators_ppl.models.diffusion import DiffusionImputer
 from alternators_ppl.models.dmm import DeepMarkovModel
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM
+from alternators_ppl.models.mamba import MambaForecaster
 from alternators_ppl.models.naive import Climatology, Persistence
+from alternators_ppl.models.neural_ode import LatentODEModel
 from alternators_ppl.validation import as_float_tensor, check_positive_int
 
 __all__ = ["AlternatorModel", "KalmanModel", "DMMModel", "MODEL_NAMES", "build_model"]
@@ -146,6 +149,10 @@ _BUILDERS = {
     "dmm": DMMModel,
     "persistence": lambda obs_dim, device=None, **_: Persistence(device),
     "climatology": lambda obs_dim, device=None, **_: Climatology(device),
+    # the paper's comparators, trained by the library's fit (handed in: models/ cannot import it)
+    "mamba": lambda obs_dim, **kw: MambaForecaster(obs_dim, trainer=fit, **kw),
+    "neural-ode": lambda obs_dim, **kw: LatentODEModel(obs_dim, trainer=fit, **kw),
+    "diffusion": lambda obs_dim, **kw: DiffusionImputer(obs_dim, trainer=fit, **kw),
 }
 MODEL_NAMES = tuple(_BUILDERS)
 
