@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from alternators_ppl.models.interface import SequenceModel
+from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
     check_mask,
@@ -34,7 +35,9 @@ def budget_callback(budget_s: float | None):
 
 
 class TrainedComparator(SequenceModel):
-    """A SequenceModel around ``self.module`` trained by an injected epoch loop.
+    """A SequenceModel around ``self.module`` (made by ``build()``) trained by an injected loop.
+
+    ``fit(seed=...)`` rebuilds the module from ``seed`` first, so a seed reproduces a run.
 
     ``trainer(module, x_train, x_val=..., epochs=..., lr=..., batch_size=..., seed=...,
     progress=False, callback=..., loss_fn=..., warmup_epochs=..., lr_min=...)`` returns a history
@@ -45,7 +48,7 @@ class TrainedComparator(SequenceModel):
 
     def __init__(
         self,
-        module: torch.nn.Module,
+        build: Callable[[], torch.nn.Module],
         *,
         epochs: int,
         lr: float,
@@ -53,7 +56,8 @@ class TrainedComparator(SequenceModel):
         trainer: Callable | None,
         device=None,
     ):
-        self.module = module.to(device or "cpu")
+        self.build = build
+        self.module = build().to(device or "cpu")
         self.epochs = check_positive_int(epochs, "epochs")
         self.lr = check_positive_float(lr, "lr")
         self.batch_size = check_positive_int(batch_size, "batch_size")
@@ -77,6 +81,10 @@ class TrainedComparator(SequenceModel):
                 f"{self.name} has no trainer: pass trainer=alternators_ppl.inference.fit "
                 "(build_model does)"
             )
+        seed_everything(seed)
+        old = next(self.module.parameters())
+        self.module = self.build().to(device=old.device, dtype=old.dtype)
+        self._prepare_module()
         history = self.trainer(
             self.module,
             x_train,
@@ -94,13 +102,16 @@ class TrainedComparator(SequenceModel):
         history["epochs_run"] = len(history["train_loss"])
         return history
 
+    def _prepare_module(self) -> None:
+        """Hook after ``fit`` rebuilt the module (e.g. to set training time stamps)."""
+
     # -- input checks, done once at the public methods ------------------------------------
     def _input(self, x, name: str = "x") -> torch.Tensor:
         x = as_float_tensor(x, name, device=self.module.device, dtype=self.module.dtype)
         check_sequences(x, name, self.obs_dim)
         return x
 
-    def _input_with_mask(self, x, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self._input(x)
+    def _input_with_mask(self, x, mask, name: str = "x") -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._input(x, name)
         mask = check_mask(mask, x)
         return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)), mask

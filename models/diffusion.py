@@ -210,15 +210,27 @@ class DiffusionImputer(TrainedComparator):
         trainer: Callable | None = None,
         device=None,
     ):
-        net = ConditionalDiffusion(obs_dim, num_steps, channels, layers, window)
         super().__init__(
-            net, epochs=epochs, lr=lr, batch_size=batch_size, trainer=trainer, device=device
+            lambda: ConditionalDiffusion(obs_dim, num_steps, channels, layers, window),
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            trainer=trainer,
+            device=device,
         )
+
+    #: time steps per reverse-chain batch (bounds memory: activations are batch x L x channels)
+    chunk_positions = 200_000
 
     def _draws(self, x, cond, num_samples):
         batch = x.shape[0]
-        draws = self.module.impute(
-            x.repeat_interleave(num_samples, 0), cond.repeat_interleave(num_samples, 0)
+        x, cond = x.repeat_interleave(num_samples, 0), cond.repeat_interleave(num_samples, 0)
+        chunk = max(1, self.chunk_positions // x.shape[1])
+        draws = torch.cat(
+            [
+                self.module.impute(x[i : i + chunk], cond[i : i + chunk])
+                for i in range(0, x.shape[0], chunk)
+            ]
         )
         return draws.reshape(batch, num_samples, *x.shape[1:]).transpose(0, 1)
 
@@ -227,7 +239,7 @@ class DiffusionImputer(TrainedComparator):
         """Imputation of a missing tail of ``horizon`` steps: (S, B, horizon, D)."""
         horizon = check_positive_int(horizon, "horizon")
         num_samples = check_positive_int(num_samples, "num_samples")
-        x, mask = self._input_with_mask(x_context, None)
+        x, mask = self._input_with_mask(x_context, None, "x_context")
         pad = x.new_zeros(x.shape[0], horizon, x.shape[2])
         self.module.eval()
         draws = self._draws(torch.cat([x, pad], 1), torch.cat([mask, pad.bool()], 1), num_samples)
@@ -247,6 +259,6 @@ class DiffusionImputer(TrainedComparator):
         num_samples = check_positive_int(num_samples, "num_samples")
         num_steps = check_positive_int(num_steps, "num_steps")
         self.module.eval()
-        shape = (num_samples, num_steps, self.obs_dim)
+        shape = (1, num_steps, self.obs_dim)
         x = torch.zeros(shape, dtype=self.module.dtype, device=self.module.device)
-        return self.module.impute(x, torch.zeros(shape, dtype=torch.bool, device=x.device))
+        return self._draws(x, torch.zeros_like(x, dtype=torch.bool), num_samples)[:, 0]

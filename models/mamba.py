@@ -254,9 +254,13 @@ class MambaForecaster(TrainedComparator):
         trainer: Callable | None = None,
         device=None,
     ):
-        net = SelectiveSSMNet(obs_dim, d_model, d_state, num_layers)
         super().__init__(
-            net, epochs=epochs, lr=lr, batch_size=batch_size, trainer=trainer, device=device
+            lambda: SelectiveSSMNet(obs_dim, d_model, d_state, num_layers),
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            trainer=trainer,
+            device=device,
         )
 
     def _rollout(self, loc, scale, states, steps: int) -> torch.Tensor:
@@ -274,7 +278,7 @@ class MambaForecaster(TrainedComparator):
         """Draws of the ``horizon`` steps after x_context (B, Tc, D): (S, B, horizon, D)."""
         horizon = check_positive_int(horizon, "horizon")
         num_samples = check_positive_int(num_samples, "num_samples")
-        x, mask = self._input_with_mask(x_context, None)
+        x, mask = self._input_with_mask(x_context, None, "x_context")
         self.module.eval()
         loc, scale, states = self.module.read(x, mask)
         loc = loc[:, -1].repeat_interleave(num_samples, 0)

@@ -191,18 +191,25 @@ class LatentODEModel(TrainedComparator):
         trainer: Callable | None = None,
         device=None,
     ):
-        net = LatentODE(obs_dim, latent_dim, hidden, window, dt)
         super().__init__(
-            net, epochs=epochs, lr=lr, batch_size=batch_size, trainer=trainer, device=device
+            lambda: LatentODE(obs_dim, latent_dim, hidden, window, dt),
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            trainer=trainer,
+            device=device,
         )
 
     def fit(self, x_train, x_val=None, *, seed=0, budget_s=None, times=None) -> dict:
         """Train by the ELBO; ``times`` (T,) are the training (and validation) time stamps."""
         x = self._input(x_train, "x_train")
-        self.module.times = None
         if times is not None:
-            self.module.times = check_times(times, x.shape[1], self.module.device, x.dtype)
+            times = check_times(times, x.shape[1], self.module.device, x.dtype)
+        self._train_times = times
         return super().fit(x_train, x_val, seed=seed, budget_s=budget_s)
+
+    def _prepare_module(self) -> None:
+        self.module.times = getattr(self, "_train_times", None)
 
     def _times(self, times, steps):
         if times is None:
@@ -224,7 +231,7 @@ class LatentODEModel(TrainedComparator):
         (S, B, horizon, D). ``times`` (Tc + horizon,) stamps context and horizon."""
         horizon = check_positive_int(horizon, "horizon")
         num_samples = check_positive_int(num_samples, "num_samples")
-        x, mask = self._input_with_mask(x_context, None)
+        x, mask = self._input_with_mask(x_context, None, "x_context")
         steps = x.shape[1]
         times = self._times(times, steps + horizon)
         keep = min(steps, max(self.module.window - horizon, 1))
