@@ -77,15 +77,10 @@ def main(argv=None) -> None:
     records = []
     for name in MODELS:
         samples = args.diffusion_samples if name == "diffusion" else args.samples
+        flags = {"samples": samples, "steps": args.steps, "repeats": args.repeats}
+        arguments = [part for key, value in flags.items() for part in (f"--{key}", value)]
         records.append(
-            run_one(
-                "comparators_sampling",
-                "--model", name,
-                "--samples", samples,
-                "--steps", args.steps,
-                "--repeats", args.repeats,
-                "--device", args.device,
-            )  # fmt: skip
+            run_one("comparators_sampling", "--model", name, *arguments, "--device", args.device)
         )
     result = {
         "item": "comparators_sampling",
