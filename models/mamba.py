@@ -164,9 +164,11 @@ class SelectiveSSMNet(nn.Module):
         expand: int = 2,
         d_conv: int = 4,
         min_scale: float = 1e-3,
+        window: int | None = 80,
     ):
         super().__init__()
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        self.window = None if window is None else check_positive_int(window, "window")
         self.latent_dim = check_positive_int(d_state, "d_state")
         self.min_scale = min_scale
         self.embed = nn.Linear(2 * obs_dim, check_positive_int(d_model, "d_model"))
@@ -220,9 +222,13 @@ class SelectiveSSMNet(nn.Module):
         return loc, scale
 
     def loss(self, x, mask=None):
-        """Mean negative log-likelihood per observed entry of x (B, T, D) (NaN = missing)."""
+        """Mean negative log-likelihood per observed entry of x (B, T, D) (NaN = missing), on
+        a random span of ``window`` steps when T is longer (the whole sequence if None)."""
         mask = ~torch.isnan(x) if mask is None else mask.expand(x.shape)
         x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        if self.window is not None and x.shape[1] > self.window:
+            start = int(torch.randint(x.shape[1] - self.window + 1, ()))
+            x, mask = x[:, start : start + self.window], mask[:, start : start + self.window]
         loc, scale = self.predict(x, mask)
         nll = -torch.distributions.Normal(loc, scale).log_prob(x)
         return nll[mask].sum() / mask.sum().clamp_min(1)
@@ -235,9 +241,9 @@ def _expand_states(states, times: int):
 class MambaForecaster(TrainedComparator):
     """The Mamba-style selective SSM behind :class:`SequenceModel` (name ``"mamba"``).
 
-    Trained by the one-step Gaussian negative log-likelihood through ``trainer`` (the
-    library's ``fit``); forecast, impute and sample are autoregressive draws, batched over
-    samples and sequences (one network step per time step).
+    Trained by the one-step Gaussian negative log-likelihood of random ``window``-step spans
+    through ``trainer`` (the library's ``fit``); forecast, impute and sample are autoregressive
+    draws, batched over samples and sequences (one network step per time step).
     """
 
     name = "mamba"
@@ -248,6 +254,7 @@ class MambaForecaster(TrainedComparator):
         d_model: int = 32,
         d_state: int = 8,
         num_layers: int = 2,
+        window: int | None = 80,
         epochs: int = 200,
         batch_size: int = 16,
         lr: float = 3e-3,
@@ -255,7 +262,7 @@ class MambaForecaster(TrainedComparator):
         device=None,
     ):
         super().__init__(
-            lambda: SelectiveSSMNet(obs_dim, d_model, d_state, num_layers),
+            lambda: SelectiveSSMNet(obs_dim, d_model, d_state, num_layers, window=window),
             epochs=epochs,
             lr=lr,
             batch_size=batch_size,
