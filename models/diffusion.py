@@ -54,12 +54,24 @@ def q_sample(x0, t, noise, alpha_bar):
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
 
-def reverse_step(x_t, eps_hat, t: int, betas, alpha_bar, noise):
-    """One DDPM ancestral step from step t to t - 1 (t = N-1 .. 0):
-    mean (x_t - beta_t / sqrt(1 - abar_t) eps_hat) / sqrt(1 - beta_t), plus
-    sqrt(beta_t (1 - abar_{t-1}) / (1 - abar_t)) noise when t > 0."""
+def reverse_step(x_t, eps_hat, t: int, betas, alpha_bar, noise, clip: float | None = None):
+    """One DDPM ancestral step from step t to t - 1 (t = N-1 .. 0).
+
+    Without ``clip``: mean (x_t - beta_t / sqrt(1 - abar_t) eps_hat) / sqrt(1 - beta_t). With
+    ``clip``: the same mean written through the denoised estimate x0 = (x_t - sqrt(1 - abar_t)
+    eps_hat) / sqrt(abar_t), clamped to [-clip, clip] (Ho et al.'s "clip denoised"), as
+    sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(1 - beta_t) (1 - abar_{t-1}) / (1 - abar_t)
+    x_t. Plus sqrt(beta_t (1 - abar_{t-1}) / (1 - abar_t)) noise when t > 0.
+    """
     beta, abar = betas[t], alpha_bar[t]
-    mean = (x_t - beta / (1 - abar).sqrt() * eps_hat) / (1 - beta).sqrt()
+    if clip is None:
+        mean = (x_t - beta / (1 - abar).sqrt() * eps_hat) / (1 - beta).sqrt()
+    else:
+        x0 = ((x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()).clamp(-clip, clip)
+        abar_prev = alpha_bar[t - 1] if t > 0 else torch.ones_like(abar)
+        mean = (abar_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - abar_prev) * x_t) / (
+            1 - abar
+        )
     if t == 0:
         return mean
     var = beta * (1 - alpha_bar[t - 1]) / (1 - abar)
@@ -123,14 +135,21 @@ class ConditionalDiffusion(nn.Module):
         layers: int = 6,
         window: int = 80,
         beta_end: float = 0.5,
+        clip: float | None = 5.0,
+        copies: int = 8,
     ):
         super().__init__()
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.latent_dim = obs_dim  # no latent path; the trainer only reads it for supervision
         self.window = check_positive_int(window, "window")
+        self.copies = check_positive_int(copies, "copies")
+        self.clip = clip
         betas = quadratic_betas(num_steps, beta_end=beta_end)
         self.register_buffer("betas", betas.float())
         self.register_buffer("alpha_bar", torch.cumprod(1 - betas, 0).float())
+        # the chain runs on (x - shift) / scale; DiffusionImputer.fit sets them from x_train
+        self.register_buffer("shift", torch.zeros(obs_dim))
+        self.register_buffer("scale", torch.ones(obs_dim))
         self.denoiser = ConvDenoiser(obs_dim, channels, layers)
 
     @property
@@ -162,12 +181,14 @@ class ConditionalDiffusion(nn.Module):
         return mask & chosen
 
     def loss(self, x, mask=None):
-        """Mean squared noise error on the target entries of a random window of x (B, T, D)."""
+        """Mean squared noise error on the target entries of a random window of x (B, T, D),
+        over ``copies`` draws of (condition, step, noise) per sequence."""
         mask = ~torch.isnan(x) if mask is None else mask.expand(x.shape)
-        x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        x = torch.where(mask, (x - self.shift) / self.scale, 0.0)
         if x.shape[1] > self.window:
             start = int(torch.randint(x.shape[1] - self.window + 1, ()))
             x, mask = x[:, start : start + self.window], mask[:, start : start + self.window]
+        x, mask = x.repeat(self.copies, 1, 1), mask.repeat(self.copies, 1, 1)
         cond = self.conditioning_mask(mask)
         target = mask & ~cond
         t = torch.randint(self.num_steps, (x.shape[0],), device=x.device)
@@ -181,13 +202,14 @@ class ConditionalDiffusion(nn.Module):
         """Reverse chain for every entry not in ``cond``: x (B, L, D) filled, cond bool
         (B, L, D) -> one draw (B, L, D) with the conditioned entries exactly x."""
         betas, alpha_bar = self.betas.to(x.dtype), self.alpha_bar.to(x.dtype)
-        cond_values = x * cond
+        cond_values = torch.where(cond, (x - self.shift) / self.scale, 0.0)
         state = torch.randn_like(x)
         for t in reversed(range(self.num_steps)):
             steps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
             eps_hat = self.denoiser(state * ~cond, cond_values, cond, steps)
-            state = reverse_step(state, eps_hat, t, betas, alpha_bar, torch.randn_like(x))
-        return torch.where(cond, x, state)
+            noise = torch.randn_like(x)
+            state = reverse_step(state, eps_hat, t, betas, alpha_bar, noise, self.clip)
+        return torch.where(cond, x, state * self.scale + self.shift)
 
 
 class DiffusionImputer(TrainedComparator):
@@ -204,14 +226,18 @@ class DiffusionImputer(TrainedComparator):
         channels: int = 32,
         layers: int = 6,
         window: int = 80,
+        clip: float | None = 5.0,
+        copies: int = 8,
         epochs: int = 200,
         batch_size: int = 16,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         trainer: Callable | None = None,
         device=None,
     ):
         super().__init__(
-            lambda: ConditionalDiffusion(obs_dim, num_steps, channels, layers, window),
+            lambda: ConditionalDiffusion(
+                obs_dim, num_steps, channels, layers, window, clip=clip, copies=copies
+            ),
             epochs=epochs,
             lr=lr,
             batch_size=batch_size,
@@ -233,6 +259,21 @@ class DiffusionImputer(TrainedComparator):
             ]
         )
         return draws.reshape(batch, num_samples, *x.shape[1:]).transpose(0, 1)
+
+    def fit(self, x_train, x_val=None, *, seed: int = 0, budget_s: float | None = None) -> dict:
+        """Train by the masked noise loss; the chain runs on x standardised by the mean and
+        standard deviation of the observed training entries (per dimension)."""
+        x = self._input(x_train, "x_train")
+        observed = ~torch.isnan(x)
+        count = observed.sum((0, 1)).clamp_min(1)
+        mean = torch.where(observed, x, 0.0).sum((0, 1)) / count
+        var = torch.where(observed, x - mean, 0.0).pow(2).sum((0, 1)) / count
+        self._standardise = (mean, var.sqrt().clamp_min(1e-6))
+        return super().fit(x_train, x_val, seed=seed, budget_s=budget_s)
+
+    def _prepare_module(self) -> None:
+        self.module.shift.copy_(self._standardise[0])
+        self.module.scale.copy_(self._standardise[1])
 
     @torch.no_grad()
     def forecast(self, x_context, horizon: int, num_samples: int) -> torch.Tensor:

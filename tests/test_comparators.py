@@ -20,6 +20,7 @@ from alternators_ppl.models.diffusion import (
     DiffusionImputer,
     q_sample,
     quadratic_betas,
+    reverse_step,
 )
 from alternators_ppl.models.mamba import (
     MambaForecaster,
@@ -358,3 +359,19 @@ def test_runs_on_cuda(name):
     model.fit(x[:4], x[4:], seed=0)
     for draws in (model.forecast(x[:2, :20], 3, 4), model.impute(x, None, 2), model.sample(2, 7)):
         assert draws.device.type == "cuda" and torch.isfinite(draws).all()
+
+
+def test_clipped_reverse_step_is_the_same_mean_written_through_x0():
+    gen = torch.Generator().manual_seed(0)
+    betas = quadratic_betas(30)
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    x_t = torch.randn(5, 4, 1, generator=gen, dtype=torch.float64)
+    eps = torch.randn(5, 4, 1, generator=gen, dtype=torch.float64)
+    noise = torch.randn(5, 4, 1, generator=gen, dtype=torch.float64)
+    for t in (29, 10, 1, 0):
+        plain = reverse_step(x_t, eps, t, betas, alpha_bar, noise)
+        via_x0 = reverse_step(x_t, eps, t, betas, alpha_bar, noise, clip=1e12)
+        torch.testing.assert_close(plain, via_x0, rtol=1e-10, atol=1e-10)
+    # at t = 0 a clipped step returns the clamped denoised estimate
+    clipped = reverse_step(x_t * 50, eps, 0, betas, alpha_bar, noise, clip=2.0)
+    assert clipped.abs().max() <= 2.0 + 1e-12
