@@ -13,7 +13,10 @@ predicts. The subset is drawn per sequence by one of three strategies: random en
 (CSDI's "random", ratio ~ U(0, 1)), a history prefix (forecasting), or nothing (so that free
 sampling has a trained regime). Imputation runs the reverse chain on every entry that is not
 observed, conditioned on the observed ones, which come back exactly. Forecasting is
-imputation of a missing tail; free sampling conditions on nothing.
+imputation of a missing tail; free sampling conditions on nothing. The chain runs on data
+standardised by the training statistics, and each reverse step clamps its denoised estimate
+x0 to [-5, 5] standard deviations (``clip``; ``None`` gives the plain epsilon-form step): an
+imperfect denoiser otherwise drives the last, large-beta steps of CSDI's schedule far out.
 """
 
 from __future__ import annotations

@@ -375,3 +375,13 @@ def test_clipped_reverse_step_is_the_same_mean_written_through_x0():
     # at t = 0 a clipped step returns the clamped denoised estimate
     clipped = reverse_step(x_t * 50, eps, 0, betas, alpha_bar, noise, clip=2.0)
     assert clipped.abs().max() <= 2.0 + 1e-12
+
+
+def test_sampling_benchmark_measures_and_takes_ratios():
+    from benchmarks.comparators_sampling import measure, ratios
+
+    record = measure("mamba", 4, 5, 1, "cpu")
+    assert record["model"] == "mamba" and record["trajectory_steps_per_s"] > 0
+    fake = [{"model": "alternator", "trajectory_steps_per_s": 10.0}, {**record}]
+    fake[1]["trajectory_steps_per_s"] = 5.0
+    assert ratios(fake) == {"alternator": 1.0, "mamba": 0.5}
