@@ -21,6 +21,8 @@ class SequenceModel(ABC):
     name: str = "model"
     #: True when :meth:`log_likelihood` is an exact marginal likelihood
     has_exact_likelihood: bool = False
+    #: True when :meth:`log_likelihood` is an estimate (e.g. SMC; exp of it unbiased)
+    has_likelihood_estimate: bool = False
 
     @abstractmethod
     def fit(self, x_train, x_val=None, *, seed: int = 0, budget_s: float | None = None) -> dict:
@@ -40,5 +42,6 @@ class SequenceModel(ABC):
         """Free-running draws from the fitted model: (S, T, D)."""
 
     def log_likelihood(self, x, mask=None) -> torch.Tensor:
-        """log p(x) per sequence (B,), for models with ``has_exact_likelihood``."""
+        """log p(x) per sequence (B,), for models with ``has_exact_likelihood`` (or an estimate
+        of it, for models with ``has_likelihood_estimate``)."""
         raise NotImplementedError(f"{self.name} has no exact likelihood")

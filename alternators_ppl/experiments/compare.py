@@ -25,7 +25,7 @@ from alternators_ppl.evaluation.scoring import (
     score_forecast_draws,
     score_imputation,
 )
-from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
+from alternators_ppl.experiments.registry import DEFAULT_MODELS, MODEL_NAMES, build_model
 from alternators_ppl.runs import (
     library_versions,
     publish_run_folder,
@@ -45,7 +45,7 @@ class CompareConfig:
     """Settings of a comparison (defaults: a few minutes per seed on 2 CPU cores)."""
 
     task: str = "lorenz"
-    models: tuple[str, ...] = MODEL_NAMES
+    models: tuple[str, ...] = DEFAULT_MODELS
     seeds: int = 3
     device: str = "cpu"
     budget_s: float = 900.0  # a wall-clock safety cap; the training budget is ``epochs``
@@ -87,7 +87,7 @@ class CompareConfig:
 
 
 def _model_options(name: str, cfg: CompareConfig) -> dict:
-    if name in ("alternator", "dmm"):
+    if name in ("alternator", "dmm", "mamba", "neural-ode", "diffusion"):
         return {"epochs": cfg.epochs}
     if name == "kalman":
         return {"em_iters": max(cfg.epochs // 2, 1)}
@@ -133,7 +133,9 @@ def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict,
         "imputation_rmse": imputation["rmse"],
         "imputation_crps": imputation["crps"],
         "log_predictive_density": (
-            _log_predictive_density(model, past, future) if model.has_exact_likelihood else None
+            _log_predictive_density(model, past, future)
+            if model.has_exact_likelihood or model.has_likelihood_estimate
+            else None
         ),
         "train_s": train_s,
         "epochs_run": history.get("epochs_run"),

@@ -12,11 +12,14 @@ from alternators_ppl.inference.training import fit
 from alternators_ppl.models.alpha_alternator import AlphaAlternator
 from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
+from alternators_ppl.models.diffusion import DiffusionImputer
 from alternators_ppl.models.dmm import DeepMarkovModel
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM
 from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
+from alternators_ppl.models.mamba import MambaForecaster
 from alternators_ppl.models.naive import Climatology, Persistence
+from alternators_ppl.models.neural_ode import LatentODEModel
 from alternators_ppl.validation import as_float_tensor, check_positive_int
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "KalmanModel",
     "DMMModel",
     "MODEL_NAMES",
+    "DEFAULT_MODELS",
     "VARIANTS",
     "build_model",
 ]
@@ -56,6 +60,7 @@ class AlternatorModel(_Wrapped):
     """The Alternator trained by Eq. 12 (:func:`alternators_ppl.inference.fit`)."""
 
     name = "alternator"
+    has_likelihood_estimate = True
 
     def __init__(
         self,
@@ -165,8 +170,15 @@ _BUILDERS = {
     "dmm": DMMModel,
     "persistence": lambda obs_dim, device=None, **_: Persistence(device),
     "climatology": lambda obs_dim, device=None, **_: Climatology(device),
+    # the paper's comparators, trained by the library's fit (handed in: models/ cannot import it)
+    "mamba": lambda obs_dim, **kw: MambaForecaster(obs_dim, trainer=fit, **kw),
+    "neural-ode": lambda obs_dim, **kw: LatentODEModel(obs_dim, trainer=fit, **kw),
+    "diffusion": lambda obs_dim, **kw: DiffusionImputer(obs_dim, trainer=fit, **kw),
 }
 MODEL_NAMES = tuple(_BUILDERS)
+#: what ``compare`` runs unless told otherwise: the comparators (mamba, neural-ode, diffusion)
+#: are opt-in with ``--models``, being slow to train and (diffusion) to sample on a CPU
+DEFAULT_MODELS = ("alternator", "kalman", "dmm", "persistence", "climatology")
 
 
 def build_model(name: str, obs_dim: int, device=None, **options) -> SequenceModel:

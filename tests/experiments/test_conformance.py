@@ -7,7 +7,14 @@ import torch
 from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
 from alternators_ppl.models import SequenceModel
 
-OPTIONS = {"alternator": {"epochs": 2}, "dmm": {"epochs": 2}, "kalman": {"em_iters": 2}}
+OPTIONS = {
+    "alternator": {"epochs": 2},
+    "dmm": {"epochs": 2},
+    "kalman": {"em_iters": 2},
+    "mamba": {"epochs": 2, "d_model": 8, "d_state": 4},
+    "neural-ode": {"epochs": 2, "hidden": 8, "latent_dim": 3, "window": 20},
+    "diffusion": {"epochs": 2, "num_steps": 8, "channels": 8, "layers": 3},
+}
 
 
 @pytest.fixture(scope="module")
