@@ -26,7 +26,7 @@ MODELS = ("alternator", "mamba", "neural-ode", "diffusion")
 
 def measure(name: str, samples: int, steps: int, repeats: int, device: str) -> dict:
     """Median wall time of ``build_model(name, 3).sample(samples, steps)`` in this process."""
-    from alternators_ppl.models import build_model
+    from alternators_ppl.experiments.registry import build_model
 
     torch.manual_seed(0)
     dev = torch.device(device)

@@ -3,8 +3,9 @@
 A comparator wraps a ``torch.nn.Module`` that has ``obs_dim``, ``latent_dim``, ``dtype``,
 ``device`` and ``loss(x, mask)``, so that the library's one training loop
 (:func:`alternators_ppl.inference.fit`) can train it. ``models/`` may not import from
-``inference``, so the loop is handed in as ``trainer=`` (the registry in ``models/zoo.py``
-passes ``alternators_ppl.inference.fit``); nothing in this module trains by itself.
+``inference``, so the loop is handed in as ``trainer=`` (the registry,
+``alternators_ppl/experiments/registry.py``, passes ``alternators_ppl.inference.fit``);
+nothing in this module trains by itself.
 """
 
 from __future__ import annotations

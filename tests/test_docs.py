@@ -8,8 +8,10 @@ block prints what the README says it prints.
 """
 
 import contextlib
+import importlib
 import inspect
 import io
+import pkgutil
 import re
 from pathlib import Path
 
@@ -96,7 +98,12 @@ def test_every_documented_flag_exists():
 def _signatures() -> dict[str, set[str] | None]:
     """Public function and method name -> its keywords (None: takes **kwargs)."""
     found: dict[str, set[str] | None] = {}
-    owners = [inference_api, models_api, *[getattr(models_api, n) for n in models_api.__all__]]
+    owners = []
+    for package in (inference_api, models_api):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            owners.append(module)
+            owners += [getattr(module, n) for n in getattr(module, "__all__", [])]
     for owner in owners:
         for name, member in inspect.getmembers(owner):
             if name.startswith("_") or not callable(member):

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from alternators_ppl.experiments.registry import build_model
 from alternators_ppl.inference import fit
-from alternators_ppl.models import build_model
 from alternators_ppl.models.diffusion import (
     ConditionalDiffusion,
     DiffusionImputer,
