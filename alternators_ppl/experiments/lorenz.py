@@ -171,6 +171,7 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         to_units(task.states_test[:8]),
         figures / "attractor.png",
         title="free-running Alternator (OTN mean of each draw) vs held-out Lorenz trajectories",
+        units="raw Lorenz units",
     )
     plots.plot_forecast_fan(
         past[0], draws[:, 0], future[0], figures / "forecast_fan.png", dt=cfg.dt
@@ -181,8 +182,9 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         imputed[:, 0],
         x_test[0],
         figures / "imputation.png",
+        dt=cfg.dt,
     )
-    plots.plot_loss(history.to_dict(), figures / "loss_forecaster.png")
+    plots.plot_loss(history.to_dict(), figures / "loss_forecaster.png", title="forecaster")
     timing = {
         "train_s": train_seconds,
         "forecast_s": forecast_seconds,
@@ -219,7 +221,7 @@ def _decoder(cfg: LorenzJobConfig, device, run: Path):
     )
     figures = run / "figures"
     plots.plot_latents(z_true, z_samples, figures / "latents.png", dt=cfg.spike_dt)
-    plots.plot_loss(history.to_dict(), figures / "loss_decoder.png")
+    plots.plot_loss(history.to_dict(), figures / "loss_decoder.png", title="decoder")
     return latents, history, {"train_s": train_seconds}
 
 
