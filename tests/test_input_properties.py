@@ -283,6 +283,31 @@ def test_check_mask_combines_mask_and_nan_or_names_mask(data, b, t, d):
 
 
 @PROFILE
+@given(
+    x=good_sequences(patterns=("nan", "all_nan")),
+    full=st.booleans(),
+    as_numpy=st.booleans(),
+)
+def test_nan_marked_observed_is_refused(x, full, as_numpy):
+    """A mask that marks a NaN entry observed is refused by name, by check_mask and by the
+    entry points that take a mask (never silently turned into NaN draws or a NaN loss)."""
+    b, t, d = data_shape(x)
+    mask = np.ones((b, t, d) if full else (b, t), dtype=bool)
+    mask = mask if as_numpy else torch.from_numpy(mask)
+    with pytest.raises(ValueError, match="mask_in") as info:
+        check_mask(mask, as_float_tensor(x, "x"), "mask_in")
+    assert names_argument(info.value, "mask_in")
+    for call in (
+        lambda: MODEL.impute(x, mask, 1),
+        lambda: MODEL.infer_latents(x, mask, 1),
+        lambda: fit(tiny_model(1), x, epochs=1, progress=False, mask_train=mask),
+    ):
+        with pytest.raises(ValueError, match="mask") as info:
+            call()
+        assert names_argument(info.value, "mask", "mask for x_train")
+
+
+@PROFILE
 @given(value=SCALARS)
 def test_check_positive_int(value):
     is_int = isinstance(value, int | np.integer) and not isinstance(value, bool)
@@ -420,13 +445,17 @@ def fit_one_epoch(x, mask, batch_size):
 
 
 @PROFILE
-@given(data=st.data(), x=good_sequences(patterns=("finite", "nan")), batch_size=st.integers(1, 3))
-def test_fit_good_input(data, x, batch_size):
+@given(
+    data=st.data(),
+    x=good_sequences(patterns=("finite", "nan")),
+    batch_size=st.sampled_from([1, 2, 3, 0, 1.5]),
+)
+def test_fit_good_data(data, x, batch_size):
     mask = data.draw(masks(missing_of(x), good_only=True))
-    observed = check_mask(mask, as_float_tensor(x, "x")).any()
+    observed = bool(check_mask(mask, as_float_tensor(x, "x")).any())
     history = fit_one_epoch(x, mask, batch_size)
-    # with no observed entry fit must refuse (issue 11); otherwise it must train
-    assert (history is not None) == bool(observed)
+    # fit refuses data with no observed entry (issue 11) and a bad batch_size; else it trains
+    assert (history is not None) == (observed and batch_size in (1, 2, 3))
 
 
 @PROFILE
