@@ -258,7 +258,7 @@ def test_attractor_names_noise_free_truth_and_units():
     assert bare.axes[0].get_xlabel() == "x"
 
 
-@pytest.mark.parametrize("kind", ["fan", "imputation", "latents", "comparison"])
+@pytest.mark.parametrize("kind", ["fan", "imputation", "latents", "loss", "comparison"])
 def test_legend_is_off_the_data(kind):
     fig = _build(kind)
     canvas = FigureCanvasAgg(fig)
