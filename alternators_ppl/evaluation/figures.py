@@ -9,8 +9,8 @@ backend is needed and nothing leaks between calls.
 
 Colours: observations black, model ``tab:blue``, uncertainty bands translucent ``tab:blue``
 (each model its own colour in the comparison). Every panel has a title; every axis has a
-label with units: x in "steps", or "time (model time units)" when ``dt`` is given; y in
-``units`` ("standardised units" by default, as the library's tasks are standardised).
+label: x in "steps", or "time (model time units)" when ``dt`` is given; y in ``units``
+(pass ``STANDARDISED`` for standardised data; None claims no unit and labels y "value").
 Legends sit outside the axes so that they never cover data. "Truth" in the forecast,
 imputation and comparison figures is the noisy held-out observations, and is labelled so.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from alternators_ppl.validation import check_positive_int
 
@@ -39,7 +40,7 @@ DPI = 120
 TRUTH = "black"
 OBS_LABEL = "held-out observations (noisy)"
 CONTEXT_LABEL = "context (observed)"
-STANDARDISED = "standardised units"
+STANDARDISED = "standardised units"  # the ``units`` of standardised data
 LATENT_WINDOW = 500  # steps of the latent path drawn (a longer path is unreadable)
 MODEL = "tab:blue"
 MAX_DIMS = 3
@@ -167,7 +168,7 @@ def _attractor_figure(samples, truth, title: str | None, units: str | None = Non
     return fig
 
 
-def _forecast_figure(context, samples, truth, dims, dt, units=STANDARDISED) -> Figure:
+def _forecast_figure(context, samples, truth, dims, dt, units=None) -> Figure:
     context, samples, truth = (
         _np(context, "context"),
         _np(samples, "samples"),
@@ -202,7 +203,7 @@ def _forecast_figure(context, samples, truth, dims, dt, units=STANDARDISED) -> F
     return fig
 
 
-def _imputation_figure(observed, mask, samples, truth, dims, dt=None, units=STANDARDISED):
+def _imputation_figure(observed, mask, samples, truth, dims, dt=None, units=None):
     observed, samples, truth = (
         _np(observed, "observed"),
         _np(samples, "samples"),
@@ -249,7 +250,7 @@ def _imputation_figure(observed, mask, samples, truth, dims, dt=None, units=STAN
 
 
 def _latents_figure(
-    z_true, z_samples, dims, dt, window: int | None = LATENT_WINDOW, units=STANDARDISED
+    z_true, z_samples, dims, dt, window: int | None = LATENT_WINDOW, units=None
 ) -> Figure:
     z_true, z_samples = _np(z_true, "z_true"), _np(z_samples, "z_samples")
     _check_ndim(z_true, "z_true", 2, "(T, Dz)")
@@ -292,12 +293,13 @@ def _loss_figure(history: Mapping[str, Sequence[float]], title: str | None = Non
         ax.set_yscale("log")
     ax.set_title("loss per epoch" if not title else f"{title}: loss per epoch")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
-    ax.legend(fontsize="small")
+    _legend_outside(fig, ncols=2, where="lower")
     return fig
 
 
-def _comparison_figure(context, truth, draws: Mapping, dims, dt=None, units=STANDARDISED):
+def _comparison_figure(context, truth, draws: Mapping, dims, dt=None, units=None):
     context, truth = _np(context, "context"), _np(truth, "truth")
     _check_ndim(truth, "truth", 2, "(H, D)")
     if context.ndim != 2 or context.shape[1] != truth.shape[1]:
@@ -369,7 +371,7 @@ def plot_forecast_fan(
     path: str | os.PathLike,
     dims: Sequence[int] | None = None,
     dt: float | None = None,
-    units: str | None = STANDARDISED,
+    units: str | None = None,
 ) -> Path:
     """Fan chart: ``context`` (Tc, D), forecast ``samples`` (S, H, D), held-out ``truth`` (H, D).
 
@@ -390,7 +392,7 @@ def plot_imputation(
     path: str | os.PathLike,
     dims: Sequence[int] | None = None,
     dt: float | None = None,
-    units: str | None = STANDARDISED,
+    units: str | None = None,
 ) -> Path:
     """Imputation check: ``observed`` (T, D) (NaN where missing), ``mask`` (T, D) bool
     (True = observed), imputation ``samples`` (S, T, D), ``truth`` (T, D), the noisy
@@ -411,7 +413,7 @@ def plot_latents(
     dims: Sequence[int] | None = None,
     dt: float | None = None,
     window: int | None = LATENT_WINDOW,
-    units: str | None = STANDARDISED,
+    units: str | None = None,
 ) -> Path:
     """Latent recovery: ``z_true`` (T, Dz) against posterior ``z_samples`` (S, T, Dz).
 
@@ -441,7 +443,7 @@ def plot_forecast_comparison(
     path: str | os.PathLike,
     dims: Sequence[int] | None = None,
     dt: float | None = None,
-    units: str | None = STANDARDISED,
+    units: str | None = None,
 ) -> Path:
     """Forecasts of several models on one held-out window, one column per model.
 

@@ -42,6 +42,7 @@ from alternators_ppl.seeding import seed_everything
 
 __all__ = ["LorenzJobConfig", "build_alternator", "run_lorenz_job", "format_summary"]
 
+
 @dataclass(frozen=True)
 class LorenzJobConfig:
     """Settings of the Lorenz job (defaults: the demo, about two minutes on 2 CPU cores)."""
@@ -174,7 +175,12 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         units="raw Lorenz units",
     )
     plots.plot_forecast_fan(
-        past[0], draws[:, 0], future[0], figures / "forecast_fan.png", dt=cfg.dt
+        past[0],
+        draws[:, 0],
+        future[0],
+        figures / "forecast_fan.png",
+        dt=cfg.dt,
+        units=plots.STANDARDISED,
     )
     plots.plot_imputation(
         gappy[0],
@@ -183,6 +189,7 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         x_test[0],
         figures / "imputation.png",
         dt=cfg.dt,
+        units=plots.STANDARDISED,
     )
     plots.plot_loss(history.to_dict(), figures / "loss_forecaster.png", title="forecaster")
     timing = {
@@ -220,7 +227,9 @@ def _decoder(cfg: LorenzJobConfig, device, run: Path):
         spikes_per_bin=float(task.mean_spikes_per_bin),
     )
     figures = run / "figures"
-    plots.plot_latents(z_true, z_samples, figures / "latents.png", dt=cfg.spike_dt)
+    plots.plot_latents(
+        z_true, z_samples, figures / "latents.png", dt=cfg.spike_dt, units=plots.STANDARDISED
+    )
     plots.plot_loss(history.to_dict(), figures / "loss_decoder.png", title="decoder")
     return latents, history, {"train_s": train_seconds}
 

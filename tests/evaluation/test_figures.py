@@ -280,6 +280,7 @@ def test_legend_is_off_the_data(kind):
     "dt, units, xlabel, ylabel",
     [
         (None, plots.STANDARDISED, "steps", "standardised units"),
+        (None, None, "steps", "value"),  # no unit given: none claimed
         (0.02, "mV", "time (model time units)", "mV"),
     ],
 )
@@ -300,7 +301,7 @@ def test_latents_window_titles_and_units():
     t = np.linspace(0, 60, steps)
     z_true = np.stack([np.sin(t), np.cos(t), np.sin(2 * t)], axis=1)
     z_samples = z_true + 0.1 * RNG.normal(size=(3, steps, 3))
-    fig = plots._latents_figure(z_true, z_samples, None, 0.01)
+    fig = plots._latents_figure(z_true, z_samples, None, 0.01, units=plots.STANDARDISED)
     assert [ax.get_title().split()[0] for ax in fig.axes] == ["z[0]", "z[1]", "z[2]"]
     assert fig.get_suptitle() == (
         "latent recovery: first 500 of 6000 steps shown; R² over all 6000 steps"
@@ -315,6 +316,7 @@ def test_latents_window_titles_and_units():
     assert len(whole.axes[0].lines[0].get_xdata()) == 50
     assert "all 50 steps" in whole.get_suptitle()
     assert whole.axes[0].get_xlabel() == "steps"
+    assert whole.axes[0].get_ylabel() == "z[1]"  # no unit given: none claimed
 
 
 @pytest.mark.parametrize("window", [0, -3, 2.5])
@@ -334,7 +336,7 @@ def test_loss_title(tmp_path):
 def test_comparison_legend_names_each_model_and_labels_time(tmp_path):
     context, samples, truth = forecast_data()
     draws = {"alternator": samples, "dmm": samples + 1.0, "persistence": samples - 1.0}
-    fig = plots._comparison_figure(context, truth, draws, [0, 2], None)
+    fig = plots._comparison_figure(context, truth, draws, [0, 2], None, plots.STANDARDISED)
     assert _legend_texts(fig) == [
         "alternator (median, 90% band)",
         "dmm (median, 90% band)",
