@@ -24,9 +24,19 @@ def as_float_tensor(value, name: str, device=None, dtype=None) -> torch.Tensor:
     """Convert ``value`` (tensor or array) to a floating tensor on ``device`` with ``dtype``.
 
     Raises ``TypeError`` for non-array input and for integer, boolean or complex dtypes.
+    Read-only, reversed (negative-stride) and non-native byte-order numpy arrays are copied
+    first, as ``torch.from_numpy`` takes none of them.
     """
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
+        if value.dtype.kind != "f":
+            raise TypeError(f"{name} must have a floating-point dtype, got numpy {value.dtype}")
+        native = value.dtype.newbyteorder("=")
+        if not value.flags.writeable or value.dtype != native or min(value.strides, default=0) < 0:
+            value = np.array(value, dtype=native)
+        try:
+            value = torch.from_numpy(value)
+        except TypeError as err:  # e.g. float128, which torch has no dtype for
+            raise TypeError(f"{name} has numpy dtype {value.dtype}, which torch lacks") from err
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
     if not torch.is_floating_point(value):
@@ -35,7 +45,7 @@ def as_float_tensor(value, name: str, device=None, dtype=None) -> torch.Tensor:
 
 
 def check_sequences(x: torch.Tensor, name: str, feature_dim: int | None = None) -> None:
-    """Check that ``x`` is a non-empty (B, T, D) batch of sequences with no inf entries.
+    """Check that ``x`` is a (B, T, D) batch of sequences, B, T, D >= 1, with no inf entries.
 
     NaN entries are allowed (they mark missing values); ``feature_dim`` fixes D when given.
     """
@@ -46,6 +56,8 @@ def check_sequences(x: torch.Tensor, name: str, feature_dim: int | None = None) 
         raise ValueError(f"{name} is an empty batch: shape {tuple(x.shape)}, expected B >= 1")
     if steps == 0:
         raise ValueError(f"{name} has no time steps: shape {tuple(x.shape)}, expected T >= 1")
+    if dim == 0:
+        raise ValueError(f"{name} has no features: shape {tuple(x.shape)}, expected D >= 1")
     if feature_dim is not None and dim != feature_dim:
         raise ValueError(
             f"{name} has feature dim {dim} (shape {tuple(x.shape)}), expected {feature_dim}"
@@ -89,8 +101,10 @@ def check_positive_int(value, name: str) -> int:
 
 
 def check_positive_float(value, name: str) -> float:
-    """Return ``value`` as float, raising ``ValueError`` unless it is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """Return ``value`` as float, raising ``ValueError`` unless it is a finite number > 0
+    (Python or numpy, as :func:`check_positive_int` takes numpy integers)."""
+    real = int | float | np.integer | np.floating
+    if isinstance(value, bool) or not isinstance(value, real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")

@@ -219,7 +219,12 @@ def run_comparison(
                     torch.as_tensor(task.x_test), cfg.context, cfg.horizon, stride=cfg.horizon
                 )
                 plots.plot_forecast_comparison(
-                    past[0], future[0], shown, run / "figures" / "forecasts.png"
+                    past[0],
+                    future[0],
+                    shown,
+                    run / "figures" / "forecasts.png",
+                    dt=task.dt,
+                    units=plots.STANDARDISED,
                 )
         results = {
             "config": asdict(cfg),

@@ -42,6 +42,7 @@ from alternators_ppl.seeding import seed_everything
 
 __all__ = ["LorenzJobConfig", "build_alternator", "run_lorenz_job", "format_summary"]
 
+
 @dataclass(frozen=True)
 class LorenzJobConfig:
     """Settings of the Lorenz job (defaults: the demo, about two minutes on 2 CPU cores)."""
@@ -171,9 +172,15 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         to_units(task.states_test[:8]),
         figures / "attractor.png",
         title="free-running Alternator (OTN mean of each draw) vs held-out Lorenz trajectories",
+        units="raw Lorenz units",
     )
     plots.plot_forecast_fan(
-        past[0], draws[:, 0], future[0], figures / "forecast_fan.png", dt=cfg.dt
+        past[0],
+        draws[:, 0],
+        future[0],
+        figures / "forecast_fan.png",
+        dt=cfg.dt,
+        units=plots.STANDARDISED,
     )
     plots.plot_imputation(
         gappy[0],
@@ -181,8 +188,10 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         imputed[:, 0],
         x_test[0],
         figures / "imputation.png",
+        dt=cfg.dt,
+        units=plots.STANDARDISED,
     )
-    plots.plot_loss(history.to_dict(), figures / "loss_forecaster.png")
+    plots.plot_loss(history.to_dict(), figures / "loss_forecaster.png", title="forecaster")
     timing = {
         "train_s": train_seconds,
         "forecast_s": forecast_seconds,
@@ -218,8 +227,10 @@ def _decoder(cfg: LorenzJobConfig, device, run: Path):
         spikes_per_bin=float(task.mean_spikes_per_bin),
     )
     figures = run / "figures"
-    plots.plot_latents(z_true, z_samples, figures / "latents.png", dt=cfg.spike_dt)
-    plots.plot_loss(history.to_dict(), figures / "loss_decoder.png")
+    plots.plot_latents(
+        z_true, z_samples, figures / "latents.png", dt=cfg.spike_dt, units=plots.STANDARDISED
+    )
+    plots.plot_loss(history.to_dict(), figures / "loss_decoder.png", title="decoder")
     return latents, history, {"train_s": train_seconds}
 
 
