@@ -214,7 +214,7 @@ def run_comparison(
                 raw[model_name].append(result)
                 if draws is not None:
                     shown[model_name] = draws
-            if seed == 0:
+            if seed == 0 and shown:  # no figure when every model failed
                 past, future = forecast_windows(
                     torch.as_tensor(task.x_test), cfg.context, cfg.horizon, stride=cfg.horizon
                 )
