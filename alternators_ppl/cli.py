@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alternators_ppl import distributed
 from alternators_ppl.experiments.compare import (
     TASKS,
     CompareConfig,
@@ -173,10 +174,16 @@ def main(argv=None) -> int:
     args.argv = argv
     command = _COMMANDS[args.command]
     try:
-        summary, run = command(args)
+        # under torchrun: one process group for the command (gloo on CPU, nccl on CUDA)
+        with distributed.process_group(args.device) as device:
+            args.device = str(device)
+            summary, run = command(args)
+            main_process = distributed.is_main_process()
     except (ValueError, TypeError, OSError, RuntimeError) as error:  # OSError: run folder, disk
         print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)
         return 2
+    if not main_process:  # rank 0 reports
+        return 0
     print(summary)
     print(f"run folder: {run}")
     return 0
