@@ -229,8 +229,8 @@ def run_epochs(
         if world == 1:
             order = torch.randperm(num_train).to(device)
         else:
-            order = torch.randperm(num_train) if here == 0 else torch.empty(num_train, dtype=torch.long)
-            order = distributed.broadcast_tensor(order).to(device)
+            mine = torch.randperm(num_train) if here == 0 else torch.empty(num_train).long()
+            order = distributed.broadcast_tensor(mine).to(device)
         total = 0.0
         for batch, begin in enumerate(range(0, num_train, batch_size), start=1):
             try:

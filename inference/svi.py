@@ -22,7 +22,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
 
 from alternators_ppl import distributed
-from alternators_ppl.inference.loop import History, fixed_noise_sum, run_epochs
+from alternators_ppl.inference.loop import History, run_epochs
 from alternators_ppl.models.hyperprior import HyperpriorAlternator
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import check_mask, check_positive_float, check_positive_int
