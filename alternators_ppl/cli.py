@@ -132,7 +132,7 @@ def _lorenz(args) -> tuple[str, object]:
         overrides["decoder_epochs"] = args.decoder_epochs
     cfg = LorenzJobConfig.quick(**overrides) if args.quick else LorenzJobConfig(**overrides)
     run, metrics = run_lorenz_job(cfg, args.runs_dir, args.name, args.overwrite)
-    return format_summary(metrics), run
+    return ("" if metrics is None else format_summary(metrics)), run  # None: rank > 0
 
 
 def _compare(args) -> tuple[str, object]:
