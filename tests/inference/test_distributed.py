@@ -135,3 +135,27 @@ def test_helpers_are_identity_without_a_process_group():
     assert distributed.shard(index) is index
     assert distributed.average_gradients([], 3, 0.5) == (1.5, 3)
     assert distributed.all_reduce_floats([1.0, math.pi]) == [1.0, math.pi]
+
+
+@pytest.mark.slow
+def test_torchrun_lorenz_quick_writes_exactly_one_run_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "alternators_ppl", "lorenz", "--quick", "--name", "ddp",
+        "--runs-dir", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("run folder:") == 1  # only rank 0 reports
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # no staging folder left over
+    assert (tmp_path / "ddp" / "metrics.json").is_file()
+    assert (tmp_path / "ddp" / "checkpoints" / "decoder" / "last.pt").is_file()
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode != 0  # the existing run is kept; every rank stops
+    assert "exists" in again.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
