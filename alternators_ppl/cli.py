@@ -143,7 +143,7 @@ def _compare(args) -> tuple[str, object]:
     cfg = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
     command = " ".join([PROG, *args.argv])
     run, results = run_comparison(cfg, args.runs_dir, args.name, args.overwrite, command)
-    return format_comparison(results), run
+    return ("" if results is None else format_comparison(results)), run  # None: rank > 0
 
 
 def _diagnose(args) -> tuple[str, object]:
