@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from alternators_ppl import distributed
-from alternators_ppl.inference import fit
+from alternators_ppl.inference import FilteringGuide, fit, fit_svi
 from alternators_ppl.models import Alternator
 
 NUM_TRAIN, NUM_VAL, STEPS, BATCH = 11, 5, 12, 5  # batches of 5, 5, 1: an uneven and an empty shard
@@ -71,6 +71,12 @@ def _worker(rank: int, world: int, root: str) -> None:
         model = _model()
         _fit_noisy(model, root / "noisy-split", resume=True)
         torch.save(model.state_dict(), root / f"noisy-resumed{rank}.pt")
+        model = _model()
+        guide = FilteringGuide(model, hidden=(8,))
+        x, _, x_val, _ = _data()
+        history = fit_svi(model, guide, x, epochs=2, batch_size=BATCH, seed=0, x_val=x_val)
+        torch.save({"model": model.state_dict(), "guide": guide.state_dict(),
+                    "history": history.to_dict()}, root / f"svi{rank}.pt")  # fmt: skip
     finally:
         dist.destroy_process_group()
 
@@ -116,6 +122,16 @@ def test_replicas_stay_identical_and_only_rank_0_writes(two_ranks):
     last = torch.load(two_ranks / "noisy-full" / "last.pt", weights_only=True)
     (rank1_rng,) = last["extra"]["rank_rng"]
     assert not torch.equal(rank1_rng["torch"], last["rng"]["torch"])  # independent noise
+
+
+def test_data_parallel_svi_keeps_replicas_identical(two_ranks):
+    a, b = (torch.load(two_ranks / f"svi{r}.pt", weights_only=False) for r in (0, 1))
+    _close(a["model"], b["model"], 0.0)
+    _close(a["guide"], b["guide"], 0.0)
+    assert a["history"]["train_loss"] == b["history"]["train_loss"]  # the global batches' ELBO
+    assert a["history"]["steps"] == 6 and all(map(math.isfinite, a["history"]["val_loss"]))
+    model = _model()
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in a["model"].items())
 
 
 def test_resumed_data_parallel_run_equals_an_uninterrupted_one(two_ranks):
