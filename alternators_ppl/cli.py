@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alternators_ppl import distributed
 from alternators_ppl.experiments.compare import (
     TASKS,
     CompareConfig,
@@ -146,7 +147,7 @@ def _lorenz(args) -> tuple[str, object]:
         overrides["decoder_epochs"] = args.decoder_epochs
     cfg = LorenzJobConfig.quick(**overrides) if args.quick else LorenzJobConfig(**overrides)
     run, metrics = run_lorenz_job(cfg, args.runs_dir, args.name, args.overwrite)
-    return format_summary(metrics), run
+    return ("" if metrics is None else format_summary(metrics)), run  # None: rank > 0
 
 
 def _compare(args) -> tuple[str, object]:
@@ -160,7 +161,7 @@ def _compare(args) -> tuple[str, object]:
     cfg = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
     command = " ".join([PROG, *args.argv])
     run, results = run_comparison(cfg, args.runs_dir, args.name, args.overwrite, command)
-    return format_comparison(results), run
+    return ("" if results is None else format_comparison(results)), run  # None: rank > 0
 
 
 def _diagnose(args) -> tuple[str, object]:
@@ -197,10 +198,16 @@ def main(argv=None) -> int:
     args.argv = argv
     command = _COMMANDS[args.command]
     try:
-        summary, run = command(args)
+        # under torchrun: one process group for the command (gloo on CPU, nccl on CUDA)
+        with distributed.process_group(args.device) as device:
+            args.device = str(device)
+            summary, run = command(args)
+            main_process = distributed.is_main_process()
     except (ValueError, TypeError, OSError, RuntimeError) as error:  # OSError: run folder, disk
         print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)
         return 2
+    if not main_process:  # rank 0 reports
+        return 0
     print(summary)
     print(f"run folder: {run}")
     return 0

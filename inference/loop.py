@@ -21,10 +21,19 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+from alternators_ppl import distributed
 from alternators_ppl.errors import NonFiniteLossError
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
+from alternators_ppl.seeding import capture_rng_state, restore_rng_state
 
-__all__ = ["History", "Checkpointing", "run_epochs", "data_fingerprint", "check_resume"]
+__all__ = [
+    "History",
+    "Checkpointing",
+    "run_epochs",
+    "data_fingerprint",
+    "check_resume",
+    "fixed_noise_sum",
+]
 
 
 @dataclass
@@ -98,15 +107,54 @@ def check_resume(stored: Mapping | None, current: Mapping, path: Path) -> None:
         raise ValueError(f"cannot resume from {path}: run arguments differ ({'; '.join(diffs)})")
 
 
-def _resume(ckpt: Checkpointing, resume) -> tuple[History, int]:
+def _run_args(ckpt: Checkpointing) -> dict:
+    """The run's arguments; a data-parallel run adds its number of processes."""
+    world = distributed.world_size()
+    return ckpt.run_args if world == 1 else {**ckpt.run_args, "world_size": world}
+
+
+def _resume(ckpt: Checkpointing, resume) -> tuple[History, int] | None:
     last = ckpt.directory / "last.pt"
-    if not last.is_file():
+    # rank 0 decides whether there is a checkpoint; every rank then reads it (a shared folder)
+    if not distributed.broadcast_object(last.is_file()):
         if resume == "auto":
-            return History(), 0
+            return None
         raise ValueError(f"resume=True but there is no checkpoint {last}; use resume='auto'")
     extra = load_checkpoint(last, ckpt.module, ckpt.optimizer, ckpt.scheduler)
-    check_resume(extra.get("run_args"), ckpt.run_args, last)
+    check_resume(extra.get("run_args"), _run_args(ckpt), last)
+    if distributed.rank() > 0:  # each rank continues its own random stream
+        state = extra["rank_rng"][distributed.rank() - 1]
+        state["torch"] = state["torch"].cpu()
+        state["cuda"] = [s.cpu() for s in state["cuda"]]
+        state["numpy_key"] = state["numpy_key"].cpu()
+        restore_rng_state(state)
     return History.from_dict(extra["history"]), extra["epoch"]
+
+
+def fixed_noise_sum(
+    score: Callable[[torch.Tensor], float],
+    num_items: int,
+    chunk_size: int,
+    seed: int,
+    device,
+) -> float:
+    """Sum of ``score(index)`` over chunks of ``chunk_size`` consecutive items, chunk c under
+    the torch seed ``seed + c`` (the global random state is left untouched).
+
+    For validation with fixed noise: the value does not depend on the number of processes,
+    since under a process group rank r scores chunks r, r + W, ... and the sums are all-reduced.
+    """
+    device = torch.device(device)
+    devices = [device] if device.type == "cuda" else []
+    total = 0.0
+    chunks = range(0, num_items, chunk_size)
+    for c in range(distributed.rank(), len(chunks), distributed.world_size()):
+        begin = chunks[c]
+        index = torch.arange(begin, min(begin + chunk_size, num_items), device=device)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed + c)
+            total += score(index)
+    return distributed.all_reduce_floats([total])[0]
 
 
 def run_epochs(
@@ -151,9 +199,18 @@ def run_epochs(
     if budget_s is not None and not (isinstance(budget_s, int | float) and budget_s > 0):
         raise ValueError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     normaliser = num_train if normaliser is None else normaliser
+    world, here = distributed.world_size(), distributed.rank()
+    if world > 1 and min(batch_size, num_train) < world:
+        raise ValueError(
+            f"batch_size ({batch_size}) and the number of sequences ({num_train}) must be at "
+            f"least the number of processes ({world})"
+        )
     history, start = History(), 0
-    if resume:
-        history, start = _resume(checkpointing, resume)
+    resumed = _resume(checkpointing, resume) if resume else None
+    if resumed is not None:
+        history, start = resumed
+    elif here > 0:
+        torch.manual_seed(torch.initial_seed() + here)
     where = ""
     if checkpointing is not None:
         where = f"; last good checkpoint: {checkpointing.directory / 'last.pt'}"
@@ -165,15 +222,19 @@ def run_epochs(
         total=epochs,
         desc=desc,
         unit="epoch",
-        disable=not progress or not sys.stderr.isatty(),
+        disable=not progress or not sys.stderr.isatty() or here > 0,
     )
     for epoch in bar:
         tic = time.perf_counter()
-        order = torch.randperm(num_train).to(device)
+        if world == 1:
+            order = torch.randperm(num_train).to(device)
+        else:
+            mine = torch.randperm(num_train) if here == 0 else torch.empty(num_train).long()
+            order = distributed.broadcast_tensor(mine).to(device)
         total = 0.0
         for batch, begin in enumerate(range(0, num_train, batch_size), start=1):
             try:
-                loss = train_batch(order[begin : begin + batch_size])
+                loss = train_batch(distributed.shard(order[begin : begin + batch_size]))
             except NonFiniteLossError as error:
                 context = f"at epoch {epoch + 1}, batch {batch}{where}"
                 raise NonFiniteLossError(f"{error} {context}") from None
@@ -189,11 +250,12 @@ def run_epochs(
         history.train_loss.append(total / normaliser)
         score = history.train_loss[-1]
         if validate is not None:
-            score = validate()
+            score = distributed.broadcast_object(validate())
             if not math.isfinite(score):
                 raise NonFiniteLossError(f"validation loss is {score} at epoch {epoch + 1}{where}")
             history.val_loss.append(score)
-        history.epoch_seconds.append(time.perf_counter() - tic)
+        seconds = distributed.all_reduce_floats([time.perf_counter() - tic], "max")[0]
+        history.epoch_seconds.append(seconds)
         improved = history.best_loss is None or score < history.best_loss
         if improved:
             history.best_epoch, history.best_loss = epoch + 1, score
@@ -205,7 +267,8 @@ def run_epochs(
         if budget_s is not None and sum(history.epoch_seconds) >= budget_s:
             history.stop_reason = "budget"
             break
-        if callback is not None and callback(epoch + 1, history):
+        stop = callback is not None and bool(callback(epoch + 1, history))
+        if distributed.broadcast_object(stop):
             history.stop_reason = "callback"
             break
     if keep_best is not None:
@@ -217,7 +280,11 @@ def run_epochs(
 
 
 def _save(ckpt: Checkpointing, epoch: int, history: History, improved: bool) -> None:
-    extra = {"epoch": epoch, "history": history.to_dict(), "run_args": ckpt.run_args}
+    extra = {"epoch": epoch, "history": history.to_dict(), "run_args": _run_args(ckpt)}
+    if distributed.is_distributed():  # every rank's random state; only rank 0 writes
+        extra["rank_rng"] = distributed.all_gather_objects(capture_rng_state())[1:]
+        if not distributed.is_main_process():
+            return
     if improved:
         save_checkpoint(ckpt.directory / "best.pt", ckpt.module, **extra)
     last = ckpt.directory / "last.pt"

@@ -21,6 +21,7 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
 
+from alternators_ppl import distributed
 from alternators_ppl.inference.loop import History, run_epochs
 from alternators_ppl.models.hyperprior import HyperpriorAlternator
 from alternators_ppl.seeding import seed_everything
@@ -30,6 +31,7 @@ __all__ = [
     "ELBOS",
     "fit_svi",
     "run_svi_epochs",
+    "data_parallel_svi_step",
     "make_elbo",
     "elbo_samples",
     "posterior_latents",
@@ -210,12 +212,18 @@ def run_svi_epochs(
 ) -> History:
     """``svi.step`` over shuffled minibatches of checked x (B, T, Dx) and mask, through the
     shared epoch loop; losses are -ELBO per sequence per step. ``lr_at_step(n)`` gives the
-    learning rate after n optimiser steps (recorded per epoch)."""
+    learning rate after n optimiser steps (recorded per epoch). Inside a process group each
+    rank runs the ELBO on its share of the global minibatch and the (summed) gradients are
+    all-reduced before the optimiser steps (:func:`data_parallel_svi_step`)."""
     steps_done = 0
+    if distributed.is_distributed():
+        _broadcast_params(svi, x[:1], mask[:1])
 
     def train_batch(index: torch.Tensor) -> float:
         nonlocal steps_done
         steps_done += 1
+        if distributed.is_distributed():
+            return data_parallel_svi_step(svi, x[index], mask[index])
         return svi.step(x[index], mask[index])
 
     return run_epochs(
@@ -232,6 +240,34 @@ def run_svi_epochs(
         progress=progress,
         desc=desc,
     )
+
+
+@torch.no_grad()
+def _broadcast_params(svi: SVI, x: torch.Tensor, mask: torch.Tensor) -> None:
+    """Create every param site of the model and guide (one trace each), then copy rank 0's
+    values to every rank, so that all replicas start from the same parameters."""
+    poutine.trace(svi.guide).get_trace(x, mask)
+    poutine.trace(svi.model).get_trace(x, mask)
+    for _, param in sorted(pyro.get_param_store().named_parameters()):
+        param.copy_(distributed.broadcast_tensor(param.detach()))
+
+
+def data_parallel_svi_step(svi: SVI, x: torch.Tensor, mask: torch.Tensor) -> float:
+    """``svi.step`` on this rank's share x (b, T, Dx) of a global minibatch: the ELBO's
+    gradients (sums over sequences) are summed over ranks, then every rank takes the same
+    optimiser step; returns the global minibatch's loss. The parameters are those of the
+    parameter store (in name order, the same on every rank); a rank with an empty share
+    contributes nothing."""
+    store = pyro.get_param_store()
+    loss = 0.0
+    if len(x):
+        loss = svi.loss_and_grads(svi.model, svi.guide, x, mask)
+    params = [p for _, p in sorted(store.named_parameters()) if p.requires_grad]
+    total, _ = distributed.sum_gradients(params, float(loss), len(x))
+    stepped = [p for p in params if p.grad is not None]
+    svi.optim(stepped)
+    pyro.infer.util.zero_grads(stepped)
+    return total
 
 
 def _fixed_noise_loss(loss_fn, model_fn, guide_fn, x, mask, seed: int | None) -> float:

@@ -9,8 +9,15 @@ from typing import Literal
 
 import torch
 
+from alternators_ppl import distributed
 from alternators_ppl.errors import NonFiniteLossError
-from alternators_ppl.inference.loop import Checkpointing, History, data_fingerprint, run_epochs
+from alternators_ppl.inference.loop import (
+    Checkpointing,
+    History,
+    data_fingerprint,
+    fixed_noise_sum,
+    run_epochs,
+)
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -106,6 +113,12 @@ def fit(
     loss raises :class:`NonFiniteLossError`.
     ``loss_fn(model, x, mask, z_target) -> scalar`` replaces ``model.loss`` (for example
     :func:`~alternators_ppl.inference.trace_loss` or a variant's objective).
+
+    Inside a process group (``torchrun``, :mod:`alternators_ppl.distributed`) training is
+    data-parallel: rank 0's weights are broadcast at the start, each rank computes the loss on
+    its share of every global minibatch of ``batch_size`` sequences, and the gradients are
+    averaged over the global minibatch (the same update as one process with that batch, up to
+    the noise each rank draws); validation is sharded and summed; only rank 0 writes.
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -136,6 +149,7 @@ def fit(
     if seed is not None:
         seed_everything(seed)
 
+    distributed.broadcast_module(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -159,16 +173,33 @@ def fit(
         checkpointing = Checkpointing(Path(checkpoint_dir), model, optimizer, scheduler, run_args)
 
     def train_batch(index: torch.Tensor) -> float:
+        if distributed.is_distributed():
+            return train_shard(index)
         loss = _batch_loss(loss_fn, model, x_train, z_train, mask_train, index)
         if not torch.isfinite(loss):
             return loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        return step(loss.item() * len(index))
+
+    def train_shard(index: torch.Tensor) -> float:
+        """This rank's share of a global batch; gradients averaged over the global batch."""
+        optimizer.zero_grad(set_to_none=True)
+        local = 0.0
+        if len(index):
+            loss = _batch_loss(loss_fn, model, x_train, z_train, mask_train, index)
+            local = loss.item()
+            if math.isfinite(local):
+                loss.backward()
+        total, _ = distributed.average_gradients(params, len(index), local)
+        return step(total) if math.isfinite(total) else total
+
+    def step(total: float) -> float:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
         if not torch.isfinite(grad_norm):  # a step would write NaN weights (and checkpoints)
             raise NonFiniteLossError(f"gradient norm is {grad_norm.item()}")
         optimizer.step()
-        return loss.item() * len(index)
+        return total
 
     def validate() -> float:
         return validation_loss(model, x_val, z_val, mask_val, batch_size, val_seed, loss_fn)
@@ -198,14 +229,13 @@ def fit(
 
 @torch.no_grad()
 def validation_loss(model, x, z, mask, batch_size: int, seed: int, loss_fn=None) -> float:
-    """Mean Eq. 12 loss over (B, T, Dx) data with noise drawn from ``seed`` (the global RNG
-    stream is left untouched), so values are comparable across epochs."""
+    """Mean Eq. 12 loss over (B, T, Dx) data with fixed noise (batch c of ``batch_size``
+    sequences under seed ``seed + c``; the global RNG stream is left untouched), so values are
+    comparable across epochs. Under a process group the batches are shared out over the ranks
+    and summed (:func:`~alternators_ppl.inference.loop.fixed_noise_sum`)."""
     loss_fn = _default_loss if loss_fn is None else loss_fn
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        total = 0.0
-        for begin in range(0, x.shape[0], batch_size):
-            index = torch.arange(begin, min(begin + batch_size, x.shape[0]), device=x.device)
-            total += _batch_loss(loss_fn, model, x, z, mask, index).item() * len(index)
-    return total / x.shape[0]
+
+    def score(index: torch.Tensor) -> float:
+        return _batch_loss(loss_fn, model, x, z, mask, index).item() * len(index)
+
+    return fixed_noise_sum(score, x.shape[0], batch_size, seed, x.device) / x.shape[0]

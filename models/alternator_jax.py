@@ -388,9 +388,25 @@ def path_loss(jax_model: JaxAlternator, params, x, z, mask=None, x_ftn=None) -> 
     return jax_model.sigma_z**2 * x_sq.sum((1, 2)) + jax_model.sigma_x**2 * z_sq.sum((1, 2))
 
 
-def linear_recurrence(z0: jax.Array, decay: jax.Array, drive: jax.Array) -> jax.Array:
-    """Solve z_t = decay_t z_{t-1} + drive_t by ``lax.scan``: z0 (B, D), decay (T,),
-    drive (B, T, D) -> z (B, T+1, D) including z0."""
+def linear_recurrence(
+    z0: jax.Array, decay: jax.Array, drive: jax.Array, parallel: bool = True
+) -> jax.Array:
+    """Solve z_t = decay_t z_{t-1} + drive_t: z0 (B, D), decay (T,), drive (B, T, D) -> z
+    (B, T+1, D) including z0.
+
+    ``parallel=True`` composes the affine maps z -> a z + b with ``jax.lax.associative_scan``
+    (log-depth parallel scan); ``parallel=False`` is the sequential ``lax.scan`` (reference).
+    """
+    if parallel:
+
+        def compose(first, second):  # apply ``first``, then ``second``
+            (a1, b1), (a2, b2) = first, second
+            return a2 * a1, a2 * b1 + b2
+
+        a = decay[:, None, None]
+        a_cum, b_cum = jax.lax.associative_scan(compose, (a, jnp.swapaxes(drive, 0, 1)))
+        zs = a_cum * z0[None] + b_cum
+        return jnp.concatenate([z0[:, None], jnp.swapaxes(zs, 0, 1)], axis=1)
 
     def step(z_prev, inputs):
         decay_t, drive_t = inputs

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from alternators_ppl import distributed
 from alternators_ppl.data.tasks import linear_gaussian_task, lorenz_forecasting_task
 from alternators_ppl.evaluation import figures as plots
 from alternators_ppl.evaluation.scoring import (
@@ -194,10 +195,20 @@ def run_comparison(
 
     comparison.json records the config, the ``command`` that ran it, the library versions, and
     per model and seed the metrics with the epochs, optimiser steps and seconds of training.
-    A model that fails on a seed is recorded with its reason; the others go on."""
+    A model that fails on a seed is recorded with its reason; the others go on. Under a process
+    group (``torchrun``) every rank trains data-parallel; rank 0 alone writes the run folder,
+    and the other ranks return results None."""
     device = resolve_device(cfg.device)
-    name = name or time.strftime(f"compare-{cfg.task}-%Y%m%d-%H%M%S")
-    final, run = stage_run_folder(runs_dir, name, overwrite)
+    name = distributed.broadcast_object(name or time.strftime(f"compare-{cfg.task}-%Y%m%d-%H%M%S"))
+    main = distributed.is_main_process()  # data-parallel: every rank trains, rank 0 writes
+    try:
+        final, run = stage_run_folder(runs_dir, name, overwrite) if main else (None, None)
+    except BaseException as error:
+        distributed.broadcast_object(error)  # the other ranks stop with the same error
+        raise
+    staged = distributed.broadcast_object(None)  # rank 0's staging error, if any
+    if isinstance(staged, BaseException):
+        raise staged
     try:
         raw = {m: [] for m in cfg.models}
         for seed in range(cfg.seeds):
@@ -214,7 +225,7 @@ def run_comparison(
                 raw[model_name].append(result)
                 if draws is not None:
                     shown[model_name] = draws
-            if seed == 0 and shown:  # no figure when every model failed
+            if seed == 0 and shown and main:  # no figure when every model failed
                 past, future = forecast_windows(
                     torch.as_tensor(task.x_test), cfg.context, cfg.horizon, stride=cfg.horizon
                 )
@@ -234,10 +245,13 @@ def run_comparison(
             "summary": {m: _aggregate(raw[m]) for m in cfg.models},
             "per_seed": raw,
         }
+        if not main:
+            return Path(runs_dir) / name, None
         write_json(run / "comparison.json", results)
         (run / "comparison.md").write_text(format_comparison(results) + "\n")
     except BaseException:
-        shutil.rmtree(run, ignore_errors=True)
+        if run is not None:
+            shutil.rmtree(run, ignore_errors=True)
         raise
     return publish_run_folder(run, final), results
 

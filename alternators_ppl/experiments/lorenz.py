@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from alternators_ppl import distributed
 from alternators_ppl.data.tasks import lorenz_forecasting_task, lorenz_spikes_task
 from alternators_ppl.evaluation import figures as plots
 from alternators_ppl.evaluation.scoring import (
@@ -147,6 +148,8 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         checkpoint_dir=run / "checkpoints" / "forecaster",
     )
     train_seconds = time.perf_counter() - tic
+    if not distributed.is_main_process():  # data-parallel: rank 0 evaluates and writes
+        return None
 
     x_test = torch.as_tensor(task.x_test, device=device)
     x_train = torch.as_tensor(task.x_train, device=device)
@@ -218,6 +221,8 @@ def _decoder(cfg: LorenzJobConfig, device, run: Path):
         checkpoint_dir=run / "checkpoints" / "decoder",
     )
     train_seconds = time.perf_counter() - tic
+    if not distributed.is_main_process():
+        return None
     z_samples = model.infer_latents(task.x_test, num_samples=cfg.num_samples)[:, 0, 1:]
     z_true = torch.as_tensor(task.z_test[0], device=device)
     latents = score_latents(z_samples, z_true)
@@ -238,10 +243,21 @@ def run_lorenz_job(
     cfg: LorenzJobConfig, runs_dir="runs", name: str | None = None, overwrite: bool = False
 ) -> tuple[Path, dict]:
     """Run the job and write ``runs_dir/name`` (config.json, metrics.json, history.json,
-    checkpoints/, figures/*.png); return (run folder, metrics)."""
+    checkpoints/, figures/*.png); return (run folder, metrics).
+
+    Data-parallel under a process group (``torchrun``): every rank trains its share, rank 0
+    alone stages, evaluates and publishes the one run folder; other ranks return metrics None.
+    """
     device = resolve_device(cfg.device)
-    name = name or time.strftime("lorenz-%Y%m%d-%H%M%S")
-    final, run = stage_run_folder(runs_dir, name, overwrite)
+    name = distributed.broadcast_object(name or time.strftime("lorenz-%Y%m%d-%H%M%S"))
+    if not distributed.is_main_process():
+        return _follow_lorenz_job(cfg, device)
+    try:
+        final, run = stage_run_folder(runs_dir, name, overwrite)
+    except BaseException as error:
+        distributed.broadcast_object(error)  # the other ranks stop with the same error
+        raise
+    distributed.broadcast_object(run)
     try:
         seed_everything(cfg.seed)
         tic = time.perf_counter()
@@ -275,6 +291,17 @@ def run_lorenz_job(
         shutil.rmtree(run, ignore_errors=True)
         raise
     return publish_run_folder(run, final), metrics
+
+
+def _follow_lorenz_job(cfg: LorenzJobConfig, device) -> tuple[Path, None]:
+    """Ranks > 0 of a data-parallel run: train the same models on their shares, write nothing."""
+    run = distributed.broadcast_object(None)
+    if isinstance(run, BaseException):
+        raise run
+    seed_everything(cfg.seed)
+    _forecaster(cfg, device, run)
+    _decoder(cfg, device, run)
+    return run, None
 
 
 def format_summary(metrics: dict) -> str:

@@ -1,0 +1,20 @@
+"""The hot-path benchmark runs in a fresh process and counts the path's matmul arithmetic."""
+
+import pytest
+
+
+def test_hot_path_counts_the_matmul_flops_of_one_loss_and_backward():
+    from benchmarks.run import run_one
+
+    record = run_one("hot_path", "--batch", 2, "--steps", 20, "--repeats", 1)
+    assert "error" not in record, record
+    rows = 2 * 20
+    # one hidden layer of 64: OTN 3->64->10, FTN 10->64->3; forward (4 products), weight
+    # gradients (4) and input gradients (3: not into the data x) of 2 M N K each
+    otn_in, otn_out, ftn_in, ftn_out = 3 * 64, 64 * 10, 10 * 64, 64 * 3
+    expected = 2 * rows * (3 * otn_in + 3 * otn_out + 2 * ftn_in + 3 * ftn_out)
+    assert record["matmuls"] == 11 and record["flops"] == expected
+    assert record["sequential_over_parallel"] == pytest.approx(
+        record["sequential_s"] / record["parallel_s"]
+    )
+    assert 0 < record["parallel_floor_fraction"]
