@@ -124,7 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagnose.add_argument("run_dir", help="run folder written by `alternators-ppl lorenz`")
     diagnose.add_argument(
-        "--chains", type=_positive_int, default=4, help="independent batches of draws (default 4)"
+        "--chains",
+        type=_positive_int,
+        default=4,
+        help="independent particle systems (smc) or batches of draws (ancestral); default 4",
+    )
+    diagnose.add_argument(
+        "--sampler",
+        choices=("smc", "ancestral"),
+        default="smc",
+        help="smoothing posterior by SMC (default) or the ancestral conditioned recursion",
+    )
+    diagnose.add_argument(
+        "--particles", type=_positive_int, default=500, help="particles per SMC system"
     )
     diagnose.add_argument(
         "--draws", type=_positive_int, default=250, help="latent paths per chain (default 250)"
@@ -175,6 +187,8 @@ def _diagnose(args) -> tuple[str, object]:
         overwrite=args.overwrite,
         device=args.device,
         num_sequences=args.sequences,
+        sampler=args.sampler,
+        num_particles=args.particles,
     )
     return format_diagnostics(result), args.run_dir
 

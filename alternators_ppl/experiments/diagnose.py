@@ -31,6 +31,7 @@ from alternators_ppl.evaluation.inference_data import (
 )
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
 from alternators_ppl.inference import load_checkpoint
+from alternators_ppl.models.smc import smc_chains
 from alternators_ppl.runs import atomic_write, resolve_device
 from alternators_ppl.validation import (
     check_positive_int,
@@ -74,16 +75,36 @@ def _fork_rng(device: torch.device):
     return torch.random.fork_rng(devices=cuda)
 
 
-def _draw(model, x: torch.Tensor, chains: int, draws: int):
-    """Latent paths, one-step predictive draws, pointwise log-lik and log p(x, z) per draw.
+SAMPLERS = {
+    "smc": "smoothing posterior p(z | x): FFBSi draws; chains = independent particle systems",
+    "ancestral": "Alternator.infer_latents (exact independent draws; chains = batches)",
+}
 
-    Every density comes from the model's own ``x_dist`` / ``log_joint``, so variants count; a
-    model that is not an Alternator (a ``HyperpriorAlternator``) raises ``TypeError``.
+
+def _draw(
+    model, x: torch.Tensor, chains: int, draws: int, sampler: str = "smc", particles: int = 500
+):
+    """Latent paths, predictive draws, pointwise log-lik and log p(x, z) per draw.
+
+    ``sampler="smc"``: draws of the smoothing posterior from ``chains`` independent particle
+    systems of ``particles`` particles (R-hat and ESS then measure how much the systems
+    disagree); ``"ancestral"``: independent draws of the conditioned recursion. Every density
+    comes from the model's own ``x_dist`` / ``log_joint``, so variants count; a model that is
+    not an Alternator (a ``HyperpriorAlternator``) raises ``TypeError``.
     """
     check_alternator(model, "diagnose")
     batch, steps, _ = x.shape
     parts = list(chunks(chains * draws, batch * steps))
-    z = torch.cat([model.infer_latents(x, num_samples=p.stop - p.start) for p in parts])
+    if sampler == "smc":
+        z = smc_chains(model, x, num_chains=chains, num_draws=draws, num_particles=particles).z
+        z = z.reshape(chains * draws, batch, steps + 1, -1)
+    else:
+        z = torch.cat(
+            [
+                model.infer_latents(x, num_samples=p.stop - p.start, method="ancestral")
+                for p in parts
+            ]
+        )
     log_lik = pointwise_log_likelihood(model, x, z)
     x_pred = torch.cat([model.x_dist(z[p, :, :-1]).sample() for p in parts])
     lp = torch.cat(
@@ -111,6 +132,27 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str
     return lines
 
 
+_SAMPLER_TEXT = {
+    "smc": (
+        "The posterior draws are smoothing draws of p(z_{0:T} | x_{1:T}) (both networks: a "
+        "fully adapted particle filter weighting by the OTN's p(x_t | z_{t-1}), then backward "
+        "simulation). Each chain is an independent particle system, so R-hat compares systems: "
+        "values near 1 say the particle approximation is stable, large values say it is not "
+        "(more particles). ESS counts the effective draws, which are correlated within a "
+        "system. The posterior predictive x_t ~ p(x_t | z_{t-1}) uses z that saw all of x, so "
+        "its coverage and PIT are an in-sample posterior predictive check, not a forecast."
+    ),
+    "ancestral": (
+        "The posterior draws are **exact independent draws** of the model's conditioned "
+        "recursion (`Alternator.infer_latents` with `method='ancestral'`: z_t given x_1..x_t; "
+        "not the smoothing posterior). Chains are independent batches of draws, so R-hat and "
+        "ESS check the sampling plumbing (they should be ~1 and ~the number of draws). The "
+        "posterior predictive is the one-step-ahead draw x_t ~ p(x_t | z_{t-1}): z_{t-1} never "
+        "saw x_t, so its coverage and PIT are held-out one-step calibration checks."
+    ),
+}
+
+
 def _report(result: dict, summary, run_dir: Path) -> str:
     r = result
     lines = [
@@ -120,14 +162,7 @@ def _report(result: dict, summary, run_dir: Path) -> str:
         f"sequences x {r['num_steps']} steps; {r['num_chains']} chains x {r['num_draws']} draws "
         f"of the latent path (seed {r['seed']}, {r['device']}).",
         "",
-        "The posterior draws are **exact independent draws** of the model's conditioned "
-        "recursion (`Alternator.infer_latents`: z_t given x_1..x_t, the latent inference the "
-        "model forecasts with; not the smoothing posterior given all of x). Chains are "
-        "independent batches of draws, so R-hat and ESS check the sampling plumbing (they "
-        "should be ~1 and ~the number of draws); they say nothing about MCMC mixing. The "
-        "posterior predictive is the one-step-ahead draw x_t ~ N(sqrt(1 - sigma_x^2) "
-        "f(z_{t-1}), sigma_x^2): z_{t-1} never saw x_t, so its coverage and PIT are held-out "
-        "one-step calibration checks.",
+        _SAMPLER_TEXT[r["sampler"]],
         "",
         f"## Posterior summary of z (sequence 0, time_z {r['summary_time_z']})",
         "",
@@ -227,15 +262,19 @@ def diagnose_run(
     device="cpu",
     num_sequences: int | None = 8,
     seed: int | None = None,
+    sampler: str = "smc",
+    num_particles: int = 500,
 ) -> dict:
     """ArviZ diagnostics of the forecaster of a ``lorenz`` run folder; return the key numbers.
 
     Rebuilds the Alternator from ``config.json`` and ``checkpoints/forecaster/best.pt``,
     regenerates the test split (the config's seed) and keeps its first ``num_sequences`` (None:
-    all). Draws ``num_chains`` x ``num_draws`` latent paths with ``infer_latents``; chains are
-    independent batches of **exact independent draws** of the conditioned recursion, so R-hat and
-    ESS are a sanity check of the sampler plumbing, not of MCMC mixing. The posterior predictive
-    is one one-step-ahead x_t ~ N(x_loc(z_{t-1}), sigma_x^2) per path; the pointwise
+    all). Draws ``num_chains`` x ``num_draws`` latent paths. ``sampler="smc"`` (default): the
+    smoothing posterior p(z | x) by FFBSi, each chain an independent particle system of
+    ``num_particles`` particles, so R-hat and ESS test whether the systems agree (too few
+    particles fail them). ``sampler="ancestral"``: ``infer_latents``' conditioned recursion,
+    exact independent draws in independent batches (R-hat/ESS then only check plumbing). The
+    posterior predictive is x_t ~ p(x_t | z_{t-1}) per path; the pointwise
     log-likelihood is log p(x_t | z_{t-1}); sample_stats "lp" is log p(x, z) summed over
     sequences. Writes ``run_dir/diagnostics.nc`` (InferenceData), ``diagnostics.md`` (z summary
     at a few time points, ESS/R-hat ranges, PSIS-LOO over time points with its caveat, 50/90%
@@ -258,6 +297,9 @@ def diagnose_run(
         )
     if num_sequences is not None:
         num_sequences = check_positive_int(num_sequences, "num_sequences")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+    num_particles = check_positive_int(num_particles, "num_particles")
     device = resolve_device(device)
     netcdf = run_dir / "diagnostics.nc"
     # model initialisation and the draws run on a forked random state: the caller's is untouched
@@ -271,7 +313,9 @@ def diagnose_run(
         batch, steps, _ = x.shape
         torch.manual_seed(seed)
         with torch.no_grad():
-            z, x_pred, log_lik, lp = _draw(model, x, num_chains, num_draws)
+            z, x_pred, log_lik, lp = _draw(
+                model, x, num_chains, num_draws, sampler, num_particles
+            )
     idata = to_inference_data(
         z=z,
         x_pred=x_pred,
@@ -281,7 +325,7 @@ def diagnose_run(
         attrs={
             "run_dir": str(run_dir),
             "checkpoint": str(checkpoint.relative_to(run_dir)),
-            "sampler": "Alternator.infer_latents (exact independent draws; chains = batches)",
+            "sampler": SAMPLERS[sampler],
             "seed": int(seed),
         },
     )
@@ -299,7 +343,8 @@ def diagnose_run(
         coords={"sequence": [0], "time_z": summary_times, "latent": latents[:3]},
         round_to="none",
     )
-    loo = loo_over_time(idata, reff=1.0)  # exact independent draws
+    # ancestral draws are independent (reff 1); FFBSi draws within a system are not
+    loo = loo_over_time(idata, reff=1.0 if sampler == "ancestral" else None)
     pred_flat = x_pred.reshape(-1, batch, steps, x.shape[-1])
     coverage = coverage_table(pred_flat, x, levels=(0.5, 0.9))
     pit = pit_values(pred_flat, x, seed=seed)
@@ -325,6 +370,8 @@ def diagnose_run(
         "seed": int(seed),
         "num_chains": num_chains,
         "num_draws": num_draws,
+        "sampler": sampler,
+        "num_particles": num_particles if sampler == "smc" else None,
         "num_sequences": batch,
         "num_steps": steps,
         "summary_time_z": summary_times,
@@ -353,8 +400,13 @@ def format_diagnostics(result: dict) -> str:
         f"diagnostics of {result['num_chains']} x {result['num_draws']} latent paths, "
         f"{result['num_sequences']} test sequences x {result['num_steps']} steps",
         f"  ESS bulk min {result['ess_bulk'][0]:.0f}, R-hat max {result['rhat'][2]:.3f} "
-        "(exact independent draws: a plumbing check)",
-        "  one-step coverage "
+        + (
+            f"(across {result['num_chains']} independent particle systems)"
+            if result["sampler"] == "smc"
+            else "(exact independent draws: a plumbing check)"
+        ),
+        ("  posterior predictive" if result["sampler"] == "smc" else "  one-step")
+        + " coverage "
         + ", ".join(f"{level:.0%}: {row['coverage']:.3f}" for level, row in cov.items())
         + f"; PIT KS statistic {result['pit_ks']:.3f}",
         f"  PSIS-LOO over time points (not a forecasting metric): elpd_loo {loo['elpd_loo']:.1f} "
