@@ -14,6 +14,11 @@ from tqdm.auto import tqdm
 
 from alternators_ppl.errors import NonFiniteLossError
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
+from alternators_ppl.inference.supervised import (
+    SUPERVISED_MODES,
+    free_running_loss,
+    prepare_supervised,
+)
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -103,6 +108,7 @@ def fit(
     resume: bool = False,
     callback: Callable[[int, History], bool | None] | None = None,
     loss_fn: Callable | None = None,
+    supervised: str = "free-running",
 ) -> History:
     """Train ``model`` by its Eq. 12 loss (``model.loss``) with Adam; return the :class:`History`.
 
@@ -118,6 +124,10 @@ def fit(
     returning True stops training. A non-finite loss raises :class:`NonFiniteLossError`.
     ``loss_fn(model, x, mask, z_target) -> scalar`` replaces ``model.loss`` (for example
     :func:`~alternators_ppl.inference.trace_loss` or a variant's objective).
+    With ``z_train`` and no ``loss_fn``, ``supervised="free-running"`` (the default) windows
+    long sequences, holds out the end of the training span when no validation data is given
+    and trains the z-term on the model's own recursion
+    (:mod:`alternators_ppl.inference.supervised`); ``"teacher-forcing"`` is Eq. 12 as written.
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -141,6 +151,13 @@ def fit(
         x_val, z_val, mask_val = _check_data(
             model, x_val, z_val, mask_val, "x_val", "z_val", device
         )
+    if supervised not in SUPERVISED_MODES:
+        raise ValueError(f"supervised must be one of {SUPERVISED_MODES}, got {supervised!r}")
+    if z_train is not None and loss_fn is None and supervised == "free-running":
+        (x_train, z_train, mask_train), (x_val, z_val, mask_val) = prepare_supervised(
+            x_train, z_train, mask_train, x_val, z_val, mask_val
+        )
+        loss_fn = free_running_loss
     if loss_fn is None:
         loss_fn = _default_loss
     elif not callable(loss_fn):
