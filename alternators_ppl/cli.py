@@ -12,6 +12,13 @@ from alternators_ppl.experiments.compare import (
     format_comparison,
     run_comparison,
 )
+from alternators_ppl.experiments.decode import (
+    DECODE_TASKS,
+    DECODER_NAMES,
+    DecodeConfig,
+    format_decoding,
+    run_decoding,
+)
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
 from alternators_ppl.experiments.registry import MODEL_NAMES, VARIANTS
 
@@ -116,7 +123,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing diagnostics.nc"
     )
     diagnose.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    decode = commands.add_parser(
+        "decode", help="decode behaviour from neural activity with several decoders"
+    )
+    decode.add_argument("task", choices=DECODE_TASKS, help="data set")
+    decode.add_argument("--data", help="data file (glaser: a Glaser et al. 2020 pickle)")
+    _add_run_arguments(decode, "decode-<task>-<timestamp>")
+    decode.add_argument(
+        "--models", type=_decoder_list, help=f"subset of {','.join(DECODER_NAMES)}"
+    )
+    decode.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
     return parser
+
+
+def _decoder_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in DECODER_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown decoder(s) {unknown or text!r}; choose from {','.join(DECODER_NAMES)}"
+        )
+    return names
+
+
+def _decode(args) -> tuple[str, object]:
+    overrides = {"task": args.task, "device": args.device, "data": args.data}
+    for key in ("models", "seeds"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    cfg = DecodeConfig.quick_config(**overrides) if args.quick else DecodeConfig(**overrides)
+    run, results = run_decoding(cfg, args.runs_dir, args.name, args.overwrite)
+    return format_decoding(results), run
 
 
 def _lorenz(args) -> tuple[str, object]:
@@ -155,7 +192,7 @@ def _diagnose(args) -> tuple[str, object]:
     return format_diagnostics(result), args.run_dir
 
 
-_COMMANDS = {"lorenz": _lorenz, "compare": _compare, "diagnose": _diagnose}
+_COMMANDS = {"lorenz": _lorenz, "compare": _compare, "diagnose": _diagnose, "decode": _decode}
 
 
 def main(argv=None) -> int:

@@ -88,7 +88,7 @@ class GRUDecoder:
         self.network.eval()
         return self.network(_tensor(x, self.network)).double().cpu().numpy()
 
-    def sample(self, x, num_samples: int) -> None:
+    def sample(self, x, num_samples: int | None = None) -> None:
         """A point decoder has no draws: returns None."""
         return None
 

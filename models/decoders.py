@@ -42,7 +42,7 @@ class Decoder(Protocol):
 
     def predict(self, x) -> np.ndarray: ...
 
-    def sample(self, x, num_samples: int) -> np.ndarray | None: ...
+    def sample(self, x, num_samples: int | None = None) -> np.ndarray | None: ...
 
 
 def as_sequences(value, name: str, dim: int | None = None) -> np.ndarray:
@@ -67,7 +67,9 @@ def _pair(x, z, x_name: str, z_name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- plain algorithms
-def ridge_fit(features: np.ndarray, targets: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+def ridge_fit(
+    features: np.ndarray, targets: np.ndarray, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regression with an unpenalised intercept: (W (D, K), b (K,)).
 
     Minimises ||targets - features W - b||^2 + lam ||W||^2 for features (n, D), targets (n, K)
@@ -136,6 +138,9 @@ def kalman_filter(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndar
 
 
 # ----------------------------------------------------------------------------- classes
+RIDGE_GRID = tuple(10.0**k for k in range(-3, 5))
+
+
 class WienerDecoder:
     """Wiener filter: ridge regression from features (already lagged bins) to behaviour.
 
@@ -146,7 +151,7 @@ class WienerDecoder:
 
     has_uncertainty = False
 
-    def __init__(self, lams=tuple(10.0 ** np.arange(-3, 5)), val_fraction: float = 0.15):
+    def __init__(self, lams=RIDGE_GRID, val_fraction: float = 0.15):
         self.lams = tuple(float(v) for v in lams)
         if not self.lams or min(self.lams) < 0:
             raise ValueError(f"lams must be a non-empty grid of values >= 0, got {lams}")
@@ -168,7 +173,8 @@ class WienerDecoder:
         for lam in self.lams:
             w, b = ridge_fit(flat[0], flat[1], lam)
             resid = ((flat[3] - flat[2] @ w - b) ** 2).sum(0)
-            self.val_scores[lam] = float(np.mean(1 - resid / ((flat[3] - flat[3].mean(0)) ** 2).sum(0)))
+            total = ((flat[3] - flat[3].mean(0)) ** 2).sum(0)
+            self.val_scores[lam] = float(np.mean(1 - resid / total))
         self.lam = max(self.val_scores, key=self.val_scores.get)
         self.weights, self.bias = ridge_fit(
             x.reshape(-1, x.shape[-1]), z.reshape(-1, z.shape[-1]), self.lam
@@ -181,7 +187,7 @@ class WienerDecoder:
             raise ValueError("WienerDecoder is not fitted; call fit() first")
         return as_sequences(x, "x", self.weights.shape[0]) @ self.weights + self.bias
 
-    def sample(self, x, num_samples: int) -> None:
+    def sample(self, x, num_samples: int | None = None) -> None:
         """A point decoder has no draws: returns None."""
         return None
 
@@ -218,9 +224,9 @@ class KalmanDecoder:
         """Filtered means (B, T, Dz)."""
         return self.filter(x)[0]
 
-    def sample(self, x, num_samples: int, seed: int | None = 0) -> np.ndarray:
-        """Draws (S, B, T, Dz) from the filtering marginals."""
-        num_samples = check_positive_int(num_samples, "num_samples")
+    def sample(self, x, num_samples: int | None = 200, seed: int | None = 0) -> np.ndarray:
+        """Draws (S, B, T, Dz) from the filtering marginals (default S = 200)."""
+        num_samples = check_positive_int(200 if num_samples is None else num_samples, "num_samples")
         means, covs = self.filter(x)
         chol = np.linalg.cholesky(covs)
         eps = np.random.default_rng(seed).standard_normal((num_samples, *means.shape))
@@ -270,5 +276,5 @@ def _tail_split(x: np.ndarray, z: np.ndarray, fraction: float):
     steps = x.shape[1]
     cut = steps - max(1, int(round(fraction * steps)))
     if cut < 2:
-        raise ValueError(f"training sequences of {steps} steps are too short to hold out validation")
+        raise ValueError(f"training sequences of {steps} steps are too short for a validation tail")
     return x[:, :cut], z[:, :cut], x[:, cut:], z[:, cut:]

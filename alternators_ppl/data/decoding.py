@@ -117,7 +117,8 @@ def smooth_counts(
         return np.stack(
             [np.convolve(padded[:, n], taps, mode="valid") for n in range(counts.shape[1])], 1
         )
-    return np.stack([np.convolve(counts[:, n], taps, mode="same") for n in range(counts.shape[1])], 1)
+    columns = [np.convolve(counts[:, n], taps, mode="same") for n in range(counts.shape[1])]
+    return np.stack(columns, 1)
 
 
 def lagged_bins(features: np.ndarray, lags) -> np.ndarray:
