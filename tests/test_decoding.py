@@ -248,3 +248,108 @@ def test_gru_and_alternator_decoders_decode_held_out(task):
     assert draws.shape == (4, 1, 480, 3)
     r2 = 1 - ((draws.mean(0) - task.z_test) ** 2).sum((0, 1)) / task.z_test[0].var(0) / 480
     assert np.all(r2 > 0.5)
+
+
+# ----------------------------------------------------------------------------- Glaser loader
+def _write_glaser(path, kind="tuple", steps=200, neurons=5, dims=2):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    neural = rng.poisson(2.0, size=(steps, neurons)).astype(float)
+    behaviour = np.cumsum(rng.normal(size=(steps, dims)), 0)
+    content = (neural, behaviour) if kind == "tuple" else {
+        "neural_data": neural, "vels_binned": behaviour}  # fmt: skip
+    with open(path, "wb") as handle:
+        pickle.dump(content, handle, protocol=2)
+    return neural, behaviour
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_glaser_loader_lags_splits_and_train_scaling(tmp_path, kind):
+    from alternators_ppl.data.glaser import glaser_lagged, glaser_task
+
+    neural, behaviour = _write_glaser(tmp_path / "m1.pickle", kind)
+    task = glaser_task(tmp_path / "m1.pickle", bins_before=3, bins_current=1, bins_after=1)
+    rows = 200 - 3 - 1
+    assert task.x_train.shape[1] + task.x_val.shape[1] + task.x_test.shape[1] == rows
+    assert task.x_train.shape[1] == round(0.7 * rows) and task.x_val.shape[1] == round(0.15 * rows)
+    assert task.x_train.shape[2] == 5 * 5
+    # Glaser's get_spikes_with_history, by hand: row i = time i + 3, bins t-3..t+1
+    lagged = glaser_lagged(neural, 3, 1, 1)
+    t = 10
+    np.testing.assert_array_equal(lagged[t - 3], neural[t - 3 : t + 2].reshape(-1))
+    # standardised with train statistics only
+    train_rows = lagged[: task.x_train.shape[1]]
+    mean, std = train_rows.mean(0), train_rows.std(0)
+    np.testing.assert_allclose(task.x_test[0], (lagged[-task.x_test.shape[1] :] - mean) / std,
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    z_rows = behaviour[3 : 200 - 1]
+    ztr = z_rows[: task.x_train.shape[1]]
+    np.testing.assert_allclose(task.z_val[0], (z_rows[len(ztr) : len(ztr) + task.z_val.shape[1]]
+                                               - ztr.mean(0)) / ztr.std(0), rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_glaser_loader_bad_files(tmp_path):
+    import pickle
+
+    from alternators_ppl.data.glaser import glaser_task
+
+    with pytest.raises(FileNotFoundError, match="nope"):
+        glaser_task(tmp_path / "nope.pickle")
+    with open(tmp_path / "bad.pickle", "wb") as handle:
+        pickle.dump({"spikes": np.zeros((5, 2))}, handle)
+    with pytest.raises(ValueError, match="neural_data"):
+        glaser_task(tmp_path / "bad.pickle")
+    with open(tmp_path / "short.pickle", "wb") as handle:
+        pickle.dump((np.zeros((5, 2)), np.zeros((4, 1))), handle)
+    with pytest.raises(ValueError, match="share T"):
+        glaser_task(tmp_path / "short.pickle")
+
+
+# ----------------------------------------------------------------------------- ratinabox
+def test_ratinabox_task_real_trajectory_and_place_cells():
+    from alternators_ppl.data.ratinabox_cells import load_sargolini, ratinabox_task, sargolini_path
+
+    try:
+        sargolini_path()
+    except ImportError as err:
+        pytest.skip(f"ratinabox data not available: {err}")
+
+    t, pos = load_sargolini()
+    assert pos.shape == (29800, 2) and np.median(np.diff(t)) == pytest.approx(0.02)
+    task = ratinabox_task(seed=0, max_bins=1000)
+    assert task.names == ("x", "y", "vx", "vy")
+    assert task.x_train.shape[1] + task.x_val.shape[1] + task.x_test.shape[1] == 998
+    # position of bin b is the mean of its 5 samples; behaviour standardised on train
+    np.testing.assert_allclose(task.arrays["position"][3], pos[15:20].mean(0))
+    np.testing.assert_allclose(task.z_train[0].mean(0), 0, atol=1e-5)
+    counts = task.arrays["counts"]
+    assert 0.01 < counts.mean() < 1.0
+    # place cells carry position: a Wiener decoder gets it on the held-out span
+    pred = WienerDecoder().fit(task.x_train, task.z_train, task.x_val, task.z_val).predict(
+        task.x_test)  # fmt: skip
+    r2 = 1 - ((pred - task.z_test) ** 2).sum((0, 1)) / task.z_test[0].var(0) / task.z_test.shape[1]
+    assert np.all(r2[:2] > 0.5)
+
+
+# ----------------------------------------------------------------------------- the command
+def test_decode_command_writes_a_run_folder(tmp_path, capsys):
+    import json
+
+    from alternators_ppl.cli import main
+
+    argv = ["decode", "lorenz-paper", "--quick", "--models", "alternator,wiener,kalman",
+            "--runs-dir", str(tmp_path), "--name", "d"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads((tmp_path / "d" / "decoding.json").read_text())
+    assert set(out["per_seed"]) == {"alternator", "wiener", "kalman"}
+    row = out["per_seed"]["alternator"][0]
+    assert len(row["r2"]) == 3 and len(row["coverage_90"]) == 3 and row["train_s"] > 0
+    assert out["per_seed"]["wiener"][0]["coverage_90"] is None
+    assert (tmp_path / "d" / "decoded.png").stat().st_size > 1000
+    assert "| wiener |" in (tmp_path / "d" / "decoding.md").read_text()
+    assert main(argv) == 2  # never overwrite
+    assert "exists" in capsys.readouterr().err
+    assert main(["decode", "glaser", "--quick", "--runs-dir", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["decode", "lorenz-paper", "--models", "svm"])
