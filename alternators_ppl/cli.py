@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", type=_decoder_list, help=f"subset of {','.join(DECODER_NAMES)}"
     )
     decode.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
+    decode.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     return parser
 
 
@@ -147,7 +148,8 @@ def _decoder_list(text: str) -> tuple[str, ...]:
 
 
 def _decode(args) -> tuple[str, object]:
-    overrides = {"task": args.task, "device": args.device, "data": args.data}
+    overrides = {"task": args.task, "device": args.device, "data": args.data,
+                 "first_seed": args.first_seed}  # fmt: skip
     for key in ("models", "seeds"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)

@@ -14,11 +14,6 @@ from tqdm.auto import tqdm
 
 from alternators_ppl.errors import NonFiniteLossError
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
-from alternators_ppl.inference.supervised import (
-    SUPERVISED_MODES,
-    free_running_loss,
-    prepare_supervised,
-)
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -108,7 +103,7 @@ def fit(
     resume: bool = False,
     callback: Callable[[int, History], bool | None] | None = None,
     loss_fn: Callable | None = None,
-    supervised: str = "free-running",
+    supervised: str = "auto",
 ) -> History:
     """Train ``model`` by its Eq. 12 loss (``model.loss``) with Adam; return the :class:`History`.
 
@@ -124,10 +119,11 @@ def fit(
     returning True stops training. A non-finite loss raises :class:`NonFiniteLossError`.
     ``loss_fn(model, x, mask, z_target) -> scalar`` replaces ``model.loss`` (for example
     :func:`~alternators_ppl.inference.trace_loss` or a variant's objective).
-    With ``z_train`` and no ``loss_fn``, ``supervised="free-running"`` (the default) windows
-    long sequences, holds out the end of the training span when no validation data is given
-    and trains the z-term on the model's own recursion
-    (:mod:`alternators_ppl.inference.supervised`); ``"teacher-forcing"`` is Eq. 12 as written.
+    With ``z_train`` and no ``loss_fn``, ``supervised="auto"`` (the default) windows long
+    sequences, holds out the end of the training span when no validation data is given, and
+    selects alpha on validation; ``"free-running"`` trains the z-term on the model's own
+    recursion; ``"teacher-forcing"`` is Eq. 12 as written on the data as given (see
+    :mod:`alternators_ppl.inference.supervised`).
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -151,13 +147,22 @@ def fit(
         x_val, z_val, mask_val = _check_data(
             model, x_val, z_val, mask_val, "x_val", "z_val", device
         )
-    if supervised not in SUPERVISED_MODES:
-        raise ValueError(f"supervised must be one of {SUPERVISED_MODES}, got {supervised!r}")
+    from alternators_ppl.inference import supervised as sup  # imports this module
+
+    if supervised not in sup.SUPERVISED_MODES:
+        raise ValueError(f"supervised must be one of {sup.SUPERVISED_MODES}, got {supervised!r}")
+    if z_train is not None and loss_fn is None and supervised == "auto":
+        settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                        progress=progress, checkpoint_dir=checkpoint_dir, lr_min=lr_min,
+                        warmup_epochs=warmup_epochs, clip_norm=clip_norm, callback=callback,
+                        resume=resume)  # fmt: skip
+        return sup.fit_auto(fit, model, x_train, z_train, mask_train, x_val, z_val, mask_val,
+                            **settings)  # fmt: skip
     if z_train is not None and loss_fn is None and supervised == "free-running":
-        (x_train, z_train, mask_train), (x_val, z_val, mask_val) = prepare_supervised(
+        (x_train, z_train, mask_train), (x_val, z_val, mask_val) = sup.prepare_supervised(
             x_train, z_train, mask_train, x_val, z_val, mask_val
         )
-        loss_fn = free_running_loss
+        loss_fn = sup.free_running_loss
     if loss_fn is None:
         loss_fn = _default_loss
     elif not callable(loss_fn):

@@ -49,6 +49,7 @@ class DecodeConfig:
     data: str | None = None
     models: tuple[str, ...] = DECODER_NAMES
     seeds: int = 3
+    first_seed: int = 0
     device: str = "cpu"
     num_samples: int = 20
     alternator_epochs: int | None = None  # None: fit's default
@@ -185,7 +186,7 @@ def run_decoding(cfg: DecodeConfig, runs_dir="runs", name: str | None = None,
 def _run(cfg: DecodeConfig, staging: Path) -> dict:
     per_model: dict[str, list] = {m: [] for m in cfg.models}
     figure_data, names = {}, None
-    for seed in range(cfg.seeds):
+    for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
         task = load_decoding_task(cfg, seed)
         names = task.names
         for model in cfg.models:
@@ -198,9 +199,9 @@ def _run(cfg: DecodeConfig, staging: Path) -> dict:
             per_model[model].append({"seed": seed, **scores, "train_s": train_s,
                                      "train_steps": int(task.x_train.shape[1]),
                                      "test_steps": int(task.x_test.shape[1])})  # fmt: skip
-            if seed == 0:
+            if seed == cfg.first_seed:
                 figure_data[model] = (pred, draws)
-        if seed == 0:
+        if seed == cfg.first_seed:
             _figure(task, figure_data, staging / "decoded.png")
             info = task.info
     results = {
