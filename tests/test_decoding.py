@@ -18,6 +18,9 @@ from alternators_ppl.data.paper_spikes import noisy_euler_lorenz, paper_spikes_t
 from alternators_ppl.inference import fit
 from alternators_ppl.inference.decoders import AlternatorDecoder, GRUDecoder
 from alternators_ppl.inference.supervised import (
+    ALPHA_GRID,
+    SupervisedHistory,
+    decoding_error,
     free_running_loss,
     prepare_supervised,
     window_sequences,
@@ -213,7 +216,22 @@ def test_free_running_loss_scores_the_recursion_started_at_the_observed_z():
     assert got.item() == pytest.approx(expected.item(), rel=1e-3)
 
 
-def test_fit_default_supervised_is_free_running_and_teacher_forcing_is_one_keyword(task):
+def test_fit_default_supervised_selects_alpha_on_validation(task):
+    x, z = task.x_train[:, :300], task.z_train[:, :300]
+    torch.manual_seed(0)
+    model = Alternator(task.obs_dim, 3, hidden=(16,))
+    hist = fit(model, x, z_train=z, epochs=2, progress=False, seed=0)
+    assert isinstance(hist, SupervisedHistory)
+    assert set(hist.alpha_scores) == set(ALPHA_GRID)
+    assert hist.alpha == min(hist.alpha_scores, key=hist.alpha_scores.get)
+    assert model.alpha_values == (hist.alpha,)
+    assert len(hist.val_loss) == 2  # a validation span was carved out of train
+    # the score is the decoding error of the returned model on the held-out tail
+    xv, zv = torch.as_tensor(x[:, 300 - 65 :]), torch.as_tensor(z[:, 300 - 65 :])
+    assert decoding_error(model, xv, zv) == pytest.approx(hist.alpha_scores[hist.alpha])
+
+
+def test_fit_supervised_modes_are_one_keyword_away(task):
     x, z = task.x_train[:, :300], task.z_train[:, :300]
     calls = []
 
@@ -221,17 +239,15 @@ def test_fit_default_supervised_is_free_running_and_teacher_forcing_is_one_keywo
         calls.append(xb.shape)
         return free_running_loss(model, xb, mask, zb)
 
-    torch.manual_seed(0)
     model = Alternator(task.obs_dim, 3, hidden=(16,))
-    hist = fit(model, x, z_train=z, epochs=2, progress=False, seed=0)
-    assert len(hist.val_loss) == 2  # a validation span was carved out of train
     fit(model, x, z_train=z, epochs=1, progress=False, loss_fn=spy)
-    assert calls  # loss_fn given: no windowing, full sequence
-    assert calls[0][1] == 300
+    assert calls[0][1] == 300  # loss_fn given: the data as given, no windows
     with pytest.raises(ValueError, match="supervised"):
         fit(model, x, z_train=z, epochs=1, progress=False, supervised="nope")
     hist_tf = fit(model, x, z_train=z, epochs=2, progress=False, supervised="teacher-forcing")
-    assert hist_tf.val_loss == []  # Eq. 12 as written: no carved validation
+    assert hist_tf.val_loss == [] and model.alpha_values == (0.3,)  # Eq. 12 as written
+    hist_fr = fit(model, x, z_train=z, epochs=2, progress=False, supervised="free-running")
+    assert len(hist_fr.val_loss) == 2 and not isinstance(hist_fr, SupervisedHistory)
 
 
 # ----------------------------------------------------------------------------- trained decoders
@@ -285,8 +301,9 @@ def test_glaser_loader_lags_splits_and_train_scaling(tmp_path, kind):
                                rtol=1e-4, atol=1e-4)  # fmt: skip
     z_rows = behaviour[3 : 200 - 1]
     ztr = z_rows[: task.x_train.shape[1]]
-    np.testing.assert_allclose(task.z_val[0], (z_rows[len(ztr) : len(ztr) + task.z_val.shape[1]]
-                                               - ztr.mean(0)) / ztr.std(0), rtol=1e-4, atol=1e-4)  # fmt: skip
+    z_val_rows = z_rows[len(ztr) : len(ztr) + task.z_val.shape[1]]
+    expected = (z_val_rows - ztr.mean(0)) / ztr.std(0)
+    np.testing.assert_allclose(task.z_val[0], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_glaser_loader_bad_files(tmp_path):
