@@ -81,6 +81,9 @@ def test_paper_task_seeded_and_lags():
     lo, hi = a.arrays["scaler"].min, a.arrays["scaler"].min + a.arrays["scaler"].span
     row = 2 * (smooth[5 - 2] - lo[:n]) / (hi[:n] - lo[:n]) - 1
     np.testing.assert_allclose(a.x_train[0, 5 - 2, :n], row, atol=1e-5)
+    row_t1 = 2 * (smooth[5 - 1] - lo[n:]) / (hi[n:] - lo[n:]) - 1
+    np.testing.assert_allclose(a.x_train[0, 5 - 2, n:], row_t1, atol=1e-5)
+    np.testing.assert_allclose(a.z_train[0, 5 - 2], a.arrays["states"][5], atol=1e-6)
 
 
 def test_noisy_euler_matches_a_plain_loop():
