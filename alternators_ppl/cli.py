@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decode.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
     decode.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
+    decode.add_argument("--max-bins", type=_positive_int, help="ratinabox: first bins only")
     return parser
 
 
@@ -150,7 +151,7 @@ def _decoder_list(text: str) -> tuple[str, ...]:
 def _decode(args) -> tuple[str, object]:
     overrides = {"task": args.task, "device": args.device, "data": args.data,
                  "first_seed": args.first_seed}  # fmt: skip
-    for key in ("models", "seeds"):
+    for key in ("models", "seeds", "max_bins"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = DecodeConfig.quick_config(**overrides) if args.quick else DecodeConfig(**overrides)

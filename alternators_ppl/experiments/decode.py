@@ -50,6 +50,7 @@ class DecodeConfig:
     models: tuple[str, ...] = DECODER_NAMES
     seeds: int = 3
     first_seed: int = 0
+    max_bins: int | None = None  # ratinabox: keep the first bins only
     device: str = "cpu"
     num_samples: int = 20
     alternator_epochs: int | None = None  # None: fit's default
@@ -85,7 +86,7 @@ def load_decoding_task(cfg: DecodeConfig, seed: int) -> DecodingTask:
     if cfg.task == "ratinabox":
         from alternators_ppl.data.ratinabox_cells import ratinabox_task
 
-        return ratinabox_task(seed, max_bins=600 if cfg.quick else None)
+        return ratinabox_task(seed, max_bins=600 if cfg.quick else cfg.max_bins)
     from alternators_ppl.data.glaser import glaser_task
 
     return glaser_task(cfg.data)
