@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from alternators_ppl.inference.training import History
 from alternators_ppl.models.alternator import Alternator
+from alternators_ppl.runs import atomic_write, write_json
 
 __all__ = [
     "ALPHA_GRID",
@@ -171,7 +174,9 @@ def decoding_error(model, x, z, mask=None, num_samples: int = 8, seed: int = 0) 
 def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, mask_val=None,
              grid=ALPHA_GRID, **fit_kwargs) -> SupervisedHistory:  # fmt: skip
     """The ``supervised="auto"`` path (module docstring) on checked tensors; ``fit`` is the
-    trainer and ``fit_kwargs`` its settings (``checkpoint_dir`` gets one folder per alpha).
+    trainer and ``fit_kwargs`` its settings (``checkpoint_dir`` gets one folder per alpha,
+    ``alpha-<value>/``; the winner's ``best.pt`` and ``last.pt`` are copied to
+    ``checkpoint_dir`` itself, with ``selection.json``: checkpoints hold weights, not alpha).
     Models whose alpha is not one constant keep theirs (the grid is just that value)."""
     if x_val is None:
         (x_train, z_train, mask_train), (x_val, z_val, mask_val) = split_validation(
@@ -210,4 +215,11 @@ def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, m
     if _can_set_alpha(model):
         model.alpha_values = (alpha,)
     model.eval()
+    if checkpoint_dir is not None:  # the winner's checkpoints where a plain fit puts them
+        folder = Path(checkpoint_dir)
+        for name in ("best.pt", "last.pt"):
+            source = folder / f"alpha-{alpha:g}" / name
+            atomic_write(folder / name, lambda tmp, src=source: shutil.copyfile(src, tmp))
+        table = {str(k): v for k, v in scores.items()}
+        write_json(folder / "selection.json", {"alpha": alpha, "alpha_scores": table})
     return SupervisedHistory(**history.to_dict(), alpha=alpha, alpha_scores=scores)

@@ -3,6 +3,8 @@ free-running supervised training."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -219,12 +221,16 @@ def test_free_running_loss_scores_the_recursion_started_at_the_observed_z():
     assert got.item() == pytest.approx(expected.item(), rel=1e-3)
 
 
-def test_fit_default_supervised_selects_alpha_on_validation(task):
+def test_fit_default_supervised_selects_alpha_on_validation(task, tmp_path):
     x, z = task.x_train[:, :300], task.z_train[:, :300]
     torch.manual_seed(0)
     model = Alternator(task.obs_dim, 3, hidden=(16,))
-    hist = fit(model, x, z_train=z, epochs=2, progress=False, seed=0)
+    hist = fit(model, x, z_train=z, epochs=2, progress=False, seed=0, checkpoint_dir=tmp_path)
     assert isinstance(hist, SupervisedHistory)
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert selection["alpha"] == hist.alpha
+    winner = (tmp_path / f"alpha-{hist.alpha:g}" / "best.pt").read_bytes()
+    assert (tmp_path / "best.pt").read_bytes() == winner
     assert set(hist.alpha_scores) == set(ALPHA_GRID)
     assert hist.alpha == min(hist.alpha_scores, key=hist.alpha_scores.get)
     assert model.alpha_values == (hist.alpha,)
