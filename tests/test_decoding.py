@@ -260,6 +260,7 @@ def test_fit_supervised_modes_are_one_keyword_away(task):
 
 
 # ----------------------------------------------------------------------------- trained decoders
+@pytest.mark.slow
 def test_gru_and_alternator_decoders_decode_held_out(task):
     x, z = task.x_train, task.z_train
     gru = GRUDecoder(hidden=16, epochs=15, patience=5).fit(x, z)
