@@ -372,6 +372,7 @@ def test_decode_command_writes_a_run_folder(tmp_path, capsys):
     assert set(out["per_seed"]) == {"alternator", "wiener", "kalman"}
     row = out["per_seed"]["alternator"][0]
     assert len(row["r2"]) == 3 and len(row["coverage_90"]) == 3 and row["train_s"] > 0
+    assert row["alpha"] in ALPHA_GRID
     assert out["per_seed"]["wiener"][0]["coverage_90"] is None
     assert (tmp_path / "d" / "decoded.png").stat().st_size > 1000
     assert "| wiener |" in (tmp_path / "d" / "decoding.md").read_text()

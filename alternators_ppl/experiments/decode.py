@@ -200,6 +200,9 @@ def _run(cfg: DecodeConfig, staging: Path) -> dict:
             per_model[model].append({"seed": seed, **scores, "train_s": train_s,
                                      "train_steps": int(task.x_train.shape[1]),
                                      "test_steps": int(task.x_test.shape[1])})  # fmt: skip
+            chosen = getattr(getattr(decoder, "history", None), "alpha", None)
+            if chosen is not None:
+                per_model[model][-1]["alpha"] = chosen
             if seed == cfg.first_seed:
                 figure_data[model] = (pred, draws)
         if seed == cfg.first_seed:
