@@ -6,6 +6,7 @@ held-out R^2 per coordinate of the mean of 20 ``infer_latents`` draws (also from
 without the cold start), 90% coverage, and the training seconds.
 
     python -m benchmarks.decoding_ablation SEED MODE ["{'model': {'alpha': 0.9}, 'epochs': 300}"]
+    python -m benchmarks.decoding_ablation 0 teacher-forcing "{'method': 'smc'}"  # needs SMC
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ def main(argv=None) -> None:
     task = paper_spikes_task(seed)
     torch.manual_seed(seed)
     model = Alternator(task.obs_dim, 3, **options.pop("model", {}))
+    method = options.pop("method", None)  # "smc": infer_latents(method="smc") (main's SMC)
+    infer = {} if method is None else {"method": method, "num_particles": 256}
     tic = time.perf_counter()
     history = fit(model, task.x_train, z_train=task.z_train, seed=seed, progress=False,
                   supervised=mode, **options)  # fmt: skip
     seconds = time.perf_counter() - tic
-    draws = model.infer_latents(task.x_test, num_samples=20)[:, 0, 1:].numpy()
+    draws = model.infer_latents(task.x_test, num_samples=20, **infer)[:, 0, 1:].numpy()
     truth, mean = task.z_test[0], draws.mean(0)
 
     def r2(a, b):
