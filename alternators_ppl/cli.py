@@ -14,6 +14,13 @@ from alternators_ppl.experiments.compare import (
     format_comparison,
     run_comparison,
 )
+from alternators_ppl.experiments.decode import (
+    DECODE_TASKS,
+    DECODER_NAMES,
+    DecodeConfig,
+    format_decoding,
+    run_decoding,
+)
 from alternators_ppl.experiments.file_task import (
     BUILTIN_SERIES,
     add_series_arguments,
@@ -148,7 +155,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing diagnostics.nc"
     )
     diagnose.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    decode = commands.add_parser(
+        "decode", help="decode behaviour from neural activity with several decoders"
+    )
+    decode.add_argument("task", choices=DECODE_TASKS, help="data set")
+    decode.add_argument("--data", help="data file (glaser: a Glaser et al. 2020 pickle)")
+    _add_run_arguments(decode, "decode-<task>-<timestamp>")
+    decode.add_argument(
+        "--models", type=_decoder_list, help=f"subset of {','.join(DECODER_NAMES)}"
+    )
+    decode.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
+    decode.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
+    decode.add_argument("--max-bins", type=_positive_int, help="ratinabox: first bins only")
     return parser
+
+
+def _decoder_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in DECODER_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown decoder(s) {unknown or text!r}; choose from {','.join(DECODER_NAMES)}"
+        )
+    return names
+
+
+def _decode(args) -> tuple[str, object]:
+    overrides = {"task": args.task, "device": args.device, "data": args.data,
+                 "first_seed": args.first_seed}  # fmt: skip
+    for key in ("models", "seeds", "max_bins"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    cfg = DecodeConfig.quick_config(**overrides) if args.quick else DecodeConfig(**overrides)
+    run, results = run_decoding(cfg, args.runs_dir, args.name, args.overwrite)
+    return format_decoding(results), run
 
 
 def _lorenz(args) -> tuple[str, object]:
@@ -199,6 +239,7 @@ _COMMANDS = {
     "diagnose": _diagnose,
     "forecast": forecast_command,
     "sst": sst_command,
+    "decode": _decode,
 }
 
 

@@ -94,6 +94,7 @@ def fit(
     callback: Callable[[int, History], bool | None] | None = None,
     loss_fn: Callable | None = None,
     budget_s: float | None = None,
+    supervised: str = "auto",
 ) -> History:
     """Train ``model`` by its Eq. 12 loss (``model.loss``) with Adam; return the :class:`History`.
 
@@ -119,6 +120,11 @@ def fit(
     its share of every global minibatch of ``batch_size`` sequences, and the gradients are
     averaged over the global minibatch (the same update as one process with that batch, up to
     the noise each rank draws); validation is sharded and summed; only rank 0 writes.
+    With ``z_train`` and no ``loss_fn``, ``supervised="auto"`` (the default) windows long
+    sequences, holds out the end of the training span when no validation data is given, and
+    selects alpha on validation; ``"free-running"`` trains the z-term on the model's own
+    recursion; ``"teacher-forcing"`` is Eq. 12 as written on the data as given (see
+    :mod:`alternators_ppl.inference.supervised`).
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -142,6 +148,22 @@ def fit(
         x_val, z_val, mask_val = _check_data(
             model, x_val, z_val, mask_val, "x_val", "z_val", device
         )
+    from alternators_ppl.inference import supervised as sup  # imports this module
+
+    if supervised not in sup.SUPERVISED_MODES:
+        raise ValueError(f"supervised must be one of {sup.SUPERVISED_MODES}, got {supervised!r}")
+    if z_train is not None and loss_fn is None and supervised == "auto":
+        settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                        progress=progress, checkpoint_dir=checkpoint_dir, lr_min=lr_min,
+                        warmup_epochs=warmup_epochs, clip_norm=clip_norm, callback=callback,
+                        resume=resume, budget_s=budget_s)  # fmt: skip
+        return sup.fit_auto(fit, model, x_train, z_train, mask_train, x_val, z_val, mask_val,
+                            **settings)  # fmt: skip
+    if z_train is not None and loss_fn is None and supervised == "free-running":
+        (x_train, z_train, mask_train), (x_val, z_val, mask_val) = sup.prepare_supervised(
+            x_train, z_train, mask_train, x_val, z_val, mask_val
+        )
+        loss_fn = sup.free_running_loss
     if loss_fn is None:
         loss_fn = _default_loss
     elif not callable(loss_fn):
