@@ -18,7 +18,8 @@ from alternators_ppl.inference.svi import (
     run_svi_epochs,
 )
 from alternators_ppl.inference.trace_loss import trace_loss
-from alternators_ppl.inference.training import NonFiniteLossError, fit, warmup_cosine
+from alternators_ppl.inference.training import History, NonFiniteLossError, fit, warmup_cosine
+from alternators_ppl.models.smc import particle_filter, smc_chains, smc_forecast, smoothing_paths
 
 __all__ = [
     "fit",
@@ -42,4 +43,8 @@ __all__ = [
     "posterior_forecast",
     "posterior_latents",
     "run_svi_epochs",
+    "particle_filter",
+    "smoothing_paths",
+    "smc_chains",
+    "smc_forecast",
 ]

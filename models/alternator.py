@@ -28,6 +28,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from alternators_ppl.models import smc as _smc
 from alternators_ppl.models.recurrence import linear_recurrence
 from alternators_ppl.networks import MLP
 from alternators_ppl.validation import (
@@ -37,9 +38,13 @@ from alternators_ppl.validation import (
     check_sequences,
 )
 
-__all__ = ["Alternator", "FTN_INPUTS"]
+__all__ = ["Alternator", "FTN_INPUTS", "LATENT_METHODS"]
 
 FTN_INPUTS = ("conditioned", "generative")
+#: how impute / forecast / infer_latents draw latents: SMC posterior or the FTN recursion
+LATENT_METHODS = ("smc", "ancestral")
+#: particles of the SMC methods when num_particles is not given
+DEFAULT_PARTICLES = 256
 
 
 class Alternator(PyroModule):
@@ -471,22 +476,59 @@ class Alternator(PyroModule):
         z, x_draw = self._rollout(x, torch.zeros_like(x, dtype=torch.bool), "generative")
         return {"x": x_draw, "z": z}
 
+    def _latent_method(self, method: str, num_particles) -> int | None:
+        """Check ``method``; the particle count of the SMC methods (None for ancestral)."""
+        if method not in LATENT_METHODS:
+            raise ValueError(f"method must be one of {LATENT_METHODS}, got {method!r}")
+        if method == "ancestral":
+            return None
+        if num_particles is None:
+            return DEFAULT_PARTICLES
+        return check_positive_int(num_particles, "num_particles")
+
     @torch.no_grad()
-    def impute(self, x, mask=None, num_samples: int = 100) -> torch.Tensor:
-        """Fill missing entries of x (B, T, Dx) by filtering draws: (S, B, T, Dx).
+    def impute(
+        self,
+        x,
+        mask=None,
+        num_samples: int = 100,
+        method: str = "smc",
+        num_particles: int | None = None,
+    ) -> torch.Tensor:
+        """Fill missing entries of x (B, T, Dx): draws (S, B, T, Dx).
 
         Observed entries are returned unchanged; the values x holds at missing entries never
-        affect the output. Each missing entry is drawn from the model given the past.
+        affect the output. ``method="smc"`` (default): joint draws from the smoothing posterior
+        p(x^mis | x^obs), which uses both sides of a gap (a particle filter with
+        ``num_particles``, default 256, then backward simulation; see
+        :mod:`alternators_ppl.models.smc`). ``method="ancestral"``: the FTN recursion with the
+        data plugged in, each missing entry drawn given the past only.
         """
-        return self._posterior_rollout(x, mask, num_samples)[1]
+        particles = self._latent_method(method, num_particles)
+        if particles is None:
+            return self._posterior_rollout(x, mask, num_samples)[1]
+        return _smc.smoothing_paths(self, x, mask, num_samples, particles).x
 
     @torch.no_grad()
-    def forecast(self, x_context, horizon: int, num_samples: int = 100) -> torch.Tensor:
+    def forecast(
+        self,
+        x_context,
+        horizon: int,
+        num_samples: int = 100,
+        method: str = "smc",
+        num_particles: int | None = None,
+    ) -> torch.Tensor:
         """Draws of the next ``horizon`` steps after x_context (B, Tc, Dx): (S, B, horizon, Dx).
 
-        Identical to :meth:`impute` on x_context followed by ``horizon`` missing steps.
+        ``method="smc"`` (default) starts each draw from the filtering posterior
+        p(z_Tc | x_context) (``num_particles``, default 256); ``method="ancestral"`` from the
+        FTN recursion on the context (identical to :meth:`impute` with that method on
+        x_context followed by ``horizon`` missing steps).
         """
         horizon = check_positive_int(horizon, "horizon")
+        particles = self._latent_method(method, num_particles)
+        if particles is not None:
+            return _smc.smc_forecast(self, x_context, horizon, num_samples, particles).x
         x_context = self._as_input(x_context, "x_context")
         tail = torch.full(
             (x_context.shape[0], horizon, self.obs_dim),
@@ -494,12 +536,42 @@ class Alternator(PyroModule):
             dtype=self.dtype,
             device=self.device,
         )
-        return self.impute(torch.cat([x_context, tail], dim=1), None, num_samples)[:, :, -horizon:]
+        x_full = torch.cat([x_context, tail], dim=1)
+        return self._posterior_rollout(x_full, None, num_samples)[1][:, :, -horizon:]
 
     @torch.no_grad()
-    def infer_latents(self, x, mask=None, num_samples: int = 1) -> torch.Tensor:
-        """Latent paths drawn by the conditioned recursion given x (B, T, Dx): (S, B, T+1, Dz)."""
-        return self._posterior_rollout(x, mask, num_samples)[0]
+    def infer_latents(
+        self,
+        x,
+        mask=None,
+        num_samples: int = 1,
+        method: str = "ancestral",
+        num_particles: int | None = None,
+    ) -> torch.Tensor:
+        """Latent paths given x (B, T, Dx): (S, B, T+1, Dz).
+
+        ``method="smc"``: draws from the smoothing posterior p(z_{0:T} | x^obs) (particle
+        filter with ``num_particles``, default 256, and backward simulation; the S draws share
+        one particle system, so for R-hat / ESS use
+        :func:`~alternators_ppl.models.smc.smc_chains`). ``method="ancestral"`` (default, for
+        now: the diagnostics read these as independent draws): the conditioned FTN recursion,
+        which never weighs a draw by p(x_t | z_{t-1}).
+        """
+        particles = self._latent_method(method, num_particles)
+        if particles is None:
+            return self._posterior_rollout(x, mask, num_samples)[0]
+        return _smc.smoothing_paths(self, x, mask, num_samples, particles).z
+
+    @torch.no_grad()
+    def log_likelihood(
+        self, x, mask=None, num_particles: int = 1000, seed: int | None = None
+    ) -> torch.Tensor:
+        """SMC estimate of log p(x^obs) per sequence (B,) for x (B, T, Dx).
+
+        The particle filter's ``log_marginal``: its exponential is unbiased for p(x^obs); the
+        log is biased low by about half its variance, which shrinks as 1 / ``num_particles``.
+        """
+        return _smc.particle_filter(self, x, mask, num_particles, seed, history=False).log_marginal
 
     def extra_repr(self) -> str:
         alpha = f"{self.alpha_values[0]:.3g}" if self.alpha_is_constant else "schedule"

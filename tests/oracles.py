@@ -1,6 +1,8 @@
 """Shared test oracles: quantities computed the slow, obvious way (through the Pyro program, or
 by a Kalman filter for a linear Alternator)."""
 
+import math
+
 import pyro.distributions as dist
 import torch
 from pyro import poutine
@@ -71,3 +73,94 @@ def kalman_log_likelihood(model: Alternator, x: torch.Tensor) -> torch.Tensor:
         mean = d * mean + a * (x[:, t] @ G.T + b_g)
         cov = d**2 * cov + model.sigma_z**2 * eye_z
     return log_lik
+
+
+def dense_linear_joint(model, steps):
+    """Mean and covariance of v = [z_0, x_1, z_1, ..., x_T, z_T] of a linear Alternator, from
+    v = A v + c + L e (e ~ N(0, I)) written out from the model's equations."""
+    f64 = torch.float64
+    F, b_f = model.otn.layers[0].weight.detach(), model.otn.layers[0].bias.detach()
+    G, b_g = model.ftn.layers[0].weight.detach(), model.ftn.layers[0].bias.detach()
+    dx, dz = model.obs_dim, model.latent_dim
+    sx, sz = float(model.sigma_x), float(model.sigma_z)
+    alpha = [float(a) for a in model.alpha_schedule(steps)]
+    n = dz + steps * (dx + dz)
+    A, c, L = torch.zeros(n, n, dtype=f64), torch.zeros(n, dtype=f64), torch.zeros(n, n, dtype=f64)
+    L[:dz, :dz] = torch.eye(dz, dtype=f64)
+    cx = math.sqrt(1 - sx**2)
+    for t in range(1, steps + 1):
+        zp = z_index(t - 1, dx, dz)[0]
+        xi, zi = x_index(t, dx, dz)[0], z_index(t, dx, dz)[0]
+        A[xi : xi + dx, zp : zp + dz] = cx * F
+        c[xi : xi + dx] = cx * b_f
+        L[xi : xi + dx, xi : xi + dx] = sx * torch.eye(dx, dtype=f64)
+        a, d = math.sqrt(alpha[t - 1]), math.sqrt(1 - alpha[t - 1] - sz**2)
+        A[zi : zi + dz, xi : xi + dx] = a * G
+        A[zi : zi + dz, zp : zp + dz] = d * torch.eye(dz, dtype=f64)
+        c[zi : zi + dz] = a * b_g
+        L[zi : zi + dz, zi : zi + dz] = sz * torch.eye(dz, dtype=f64)
+    M = torch.linalg.inv(torch.eye(n, dtype=f64) - A)
+    return M @ c, M @ L @ L.T @ M.T
+
+
+def x_index(t, dx=2, dz=2):
+    """Positions of x_t (t >= 1) in the dense vector of :func:`dense_linear_joint`."""
+    start = dz + (t - 1) * (dx + dz)
+    return list(range(start, start + dx))
+
+
+def z_index(t, dx=2, dz=2):
+    """Positions of z_t (t >= 0) in the dense vector of :func:`dense_linear_joint`."""
+    start = 0 if t == 0 else dz + (t - 1) * (dx + dz) + dx
+    return list(range(start, start + dz))
+
+
+class DenseLinearAlternator:
+    """Exact posterior quantities of a linear Alternator for one sequence x (T, Dx) with
+    observed entries mask (T, Dx): Gaussian conditioning of the dense joint on the observed x
+    entries (missing ones are integrated out exactly)."""
+
+    def __init__(self, model, x, mask):
+        self.steps = x.shape[0]
+        self.dx, self.dz = model.obs_dim, model.latent_dim
+        self.mean, self.cov = dense_linear_joint(model, self.steps)
+        self.x, self.mask = x, mask  # (T, Dx), (T, Dx) bool
+
+    def observed(self, upto):
+        """Positions and values of the observed x entries of steps 1..upto."""
+        idx = [
+            i
+            for t in range(1, upto + 1)
+            for i, m in zip(x_index(t, self.dx, self.dz), self.mask[t - 1], strict=True)
+            if m
+        ]
+        return idx, self.x[:upto][self.mask[:upto]]
+
+    def condition(self, target, upto=None):
+        """Mean and variance of entries ``target`` given the observed x_1..x_upto."""
+        obs, vals = self.observed(self.steps if upto is None else upto)
+        if not obs:
+            return self.mean[target], self.cov[target][:, target].diagonal()
+        gain = self.cov[target][:, obs] @ torch.linalg.inv(self.cov[obs][:, obs])
+        mean = self.mean[target] + gain @ (vals - self.mean[obs])
+        cov = self.cov[target][:, target] - gain @ self.cov[obs][:, target]
+        return mean, cov.diagonal()
+
+    def log_marginal(self):
+        """Exact log p(x^obs)."""
+        obs, vals = self.observed(self.steps)
+        mvn = torch.distributions.MultivariateNormal(self.mean[obs], self.cov[obs][:, obs])
+        return mvn.log_prob(vals)
+
+    def z_path(self):
+        """Positions of z_0..z_T."""
+        return [i for t in range(self.steps + 1) for i in z_index(t, self.dx, self.dz)]
+
+    def x_missing(self):
+        """Positions of the missing x entries."""
+        return [
+            i
+            for t in range(1, self.steps + 1)
+            for i, m in zip(x_index(t, self.dx, self.dz), self.mask[t - 1], strict=True)
+            if not m
+        ]

@@ -95,6 +95,11 @@ class AlternatorModel(_Wrapped):
         )
         return history.to_dict()
 
+    def log_likelihood(self, x, mask=None) -> torch.Tensor:
+        """SMC estimate of log p(x^obs) (B,): :meth:`Alternator.log_likelihood` (1,000 particles;
+        exp of it is unbiased, the log is not exact, so ``has_exact_likelihood`` stays False)."""
+        return self.model.log_likelihood(x, mask)
+
 
 class KalmanModel(_Wrapped):
     """Linear-Gaussian state-space model fitted by exact EM; exact likelihood."""

@@ -197,12 +197,12 @@ def test_forecast_equals_imputation_with_hidden_tail():
     model = make_model()
     context = torch.randn(3, 8, 3, dtype=torch.float64)
     pyro.set_rng_seed(4)
-    forecast = model.forecast(context, 5, 7)
+    forecast = model.forecast(context, 5, 7, method="ancestral")
     full = torch.cat([context, torch.randn(3, 5, 3, dtype=torch.float64)], dim=1)
     mask = torch.ones(3, 13, dtype=torch.bool)
     mask[:, 8:] = False
     pyro.set_rng_seed(4)
-    imputed = model.impute(full, mask, 7)
+    imputed = model.impute(full, mask, 7, method="ancestral")
     assert forecast.shape == (7, 3, 5, 3)
     assert torch.equal(forecast, imputed[:, :, 8:])
 
@@ -210,7 +210,8 @@ def test_forecast_equals_imputation_with_hidden_tail():
 def test_latent_draws_match_closed_form_moments():
     model = make_model(sigma_z=0.2, alpha=0.5)
     x = torch.randn(1, 1, 3, dtype=torch.float64)
-    z = model.infer_latents(x, num_samples=20000)[:, 0, 1]  # z_1 given x_1, z_0 ~ N(0, I)
+    # the ancestral recursion: z_1 given x_1 with z_0 ~ N(0, I) (not the posterior of z_0)
+    z = model.infer_latents(x, num_samples=20000, method="ancestral")[:, 0, 1]
     mean = math.sqrt(0.5) * model.ftn(x[0, 0])
     var = (1 - 0.5 - 0.04) + 0.04
     assert torch.allclose(z.mean(0), mean.detach(), atol=0.03)
@@ -242,7 +243,7 @@ def test_hundred_thousand_step_rollouts_stay_finite():
     model = Alternator(3, 2, hidden=(16,))
     draws = model.sample(2, 100_000)
     assert torch.isfinite(draws["x"]).all() and draws["z"].abs().max() < 100
-    z = model.infer_latents(draws["x"], num_samples=2)
+    z = model.infer_latents(draws["x"], num_samples=2, method="ancestral")
     assert z.shape == (2, 2, 100_001, 2) and torch.isfinite(z).all()
 
 

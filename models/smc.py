@@ -1,0 +1,552 @@
+"""Sequential Monte Carlo for Alternators: filtering, log p(x), smoothing paths, forecasts.
+
+The Alternator's own order makes a *fully adapted* particle filter. Read the state at step t
+as w_t = z_{t-1}: x_t is emitted by p(x_t | z_{t-1}) (the OTN) and the next state is drawn by
+p(z_t | z_{t-1}, x_t) (the FTN), with x_t a known input where it is observed. Each step
+
+1. weighs particle i by p(x_t^obs | z_{t-1}^i), the OTN's density of the *observed* entries only
+   (the x-factor is a product over entries, so missing ones integrate out exactly);
+2. resamples (systematic, per sequence) when the effective sample size of those weights falls
+   below ``ess_threshold * N``, otherwise carries the weights on;
+3. moves: the missing entries of x_t are drawn from p(x_t | z_{t-1}) (drawn before resampling and
+   resampled with their particle, which is the same in distribution) and
+   z_t ~ p(z_t | z_{t-1}, x_t), the FTN reading the data where observed and the draws elsewhere.
+
+The sum over steps of log sum_i W_{t-1}^i p(x_t^obs | z_{t-1}^i) is an unbiased estimate of
+p(x^obs) on the natural scale (``log_marginal``). Everything runs in log space and is batched
+over particles x sequences: one OTN call and one FTN call per step for all of them.
+
+Smoothing paths p(z_{0:T}, x^mis | x^obs) come from backward simulation (FFBSi): from a draw
+(z_{t+1}^*, x_{t+1}^*) pick z_t^i with probability proportional to
+W_t^i p(x_{t+1}^* | z_t^i) p(z_{t+1}^* | z_t^i, x_{t+1}^*), where x_{t+1}^* holds the data at
+observed entries and the path's own draw at missing ones (O(N S) per step, batched). A variant
+whose alpha_t depends on the imputed inputs (alpha-Alternator with gaps) makes the state
+non-Markov; there the paths are traced through the filter's genealogy instead.
+
+The model must expose the Alternator's per-step hooks (``x_dist``, ``z_dist``,
+``alpha_schedule``, ``_step_alpha``), which every variant overrides, so Alternator++,
+alpha-Alternator and the learned-alpha schedule run exactly. ``HyperpriorAlternator`` (random
+global sites) is refused: filter its ``alternator`` at chosen values instead.
+
+Shapes are batch-first: x (B, T, Dx); particles (N, B, T+1, Dz) including z_0; path draws
+(S, B, T+1, Dz). No gradients are recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+
+from alternators_ppl.validation import check_positive_int
+
+__all__ = [
+    "ParticleFilterResult",
+    "SmoothingPaths",
+    "SMOOTHERS",
+    "particle_filter",
+    "backward_simulation",
+    "smoothing_paths",
+    "smc_chains",
+    "smc_forecast",
+]
+
+#: ways to draw smoothing paths from a filter run
+SMOOTHERS = ("auto", "ffbsi", "genealogy")
+
+_HOOKS = ("x_dist", "z_dist", "alpha_schedule", "_step_alpha", "_prepare", "latent_dim")
+
+
+class ParticleFilterResult(NamedTuple):
+    """Output of :func:`particle_filter` (N particles, B sequences, T steps).
+
+    particles: (N, B, T+1, Dz) filtering particles z_t^i, t = 0..T (only t = T with
+        ``history=False``: (N, B, 1, Dz)).
+    x_read: (N, B, T, Dx) the x_t each particle's FTN read: the data at observed entries, the
+        particle's draw at missing ones ((N, B, 1, Dx), the last step, without history).
+    log_weights: (N, B, T+1) normalised log filtering weights of ``particles``.
+    ancestors: (N, B, T) index at step t-1 of the parent of particle i at step t.
+    ess: (B, T) effective sample size of the incremental weights at each step (before any
+        resampling).
+    resampled: (B, T) bool, whether each step resampled.
+    log_marginal: (B,) log of the unbiased estimate of p(x^obs) per sequence.
+    mask: (B, T, Dx) bool, the observed entries used.
+    """
+
+    particles: torch.Tensor
+    x_read: torch.Tensor
+    log_weights: torch.Tensor
+    ancestors: torch.Tensor
+    ess: torch.Tensor
+    resampled: torch.Tensor
+    log_marginal: torch.Tensor
+    mask: torch.Tensor
+
+
+class SmoothingPaths(NamedTuple):
+    """Joint draws from the smoothing posterior p(z_{0:T}, x^mis | x^obs).
+
+    z: (..., S, B, T+1, Dz) latent paths; x: (..., S, B, T, Dx) the inputs along each path (the
+    data at observed entries, the path's draw at missing ones).
+    """
+
+    z: torch.Tensor
+    x: torch.Tensor
+
+
+# ---------------------------------------------------------------------- checks and helpers
+def _check_model(model) -> None:
+    if hasattr(model, "sample_globals") and hasattr(model, "alternator"):
+        raise ValueError(
+            f"{type(model).__name__} has random global sites (sigma_x, sigma_z, alpha); this SMC "
+            "conditions on fixed globals: run it on model.alternator, inside "
+            "model.alternator.hyperparameters(...) for chosen values"
+        )
+    missing = [name for name in _HOOKS if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f"model must be an Alternator or a variant of it; {type(model).__name__} lacks "
+            f"{missing}"
+        )
+    override = getattr(model, "_alpha_override", None)
+    for name, value in (
+        ("sigma_x", model.sigma_x),
+        ("sigma_z", model.sigma_z),
+        ("alpha", override),
+    ):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            raise ValueError(
+                f"{name} is batched {tuple(value.shape)} (from hyperparameters()); SMC needs "
+                "scalar hyperparameters"
+            )
+
+
+def _check_threshold(ess_threshold) -> float:
+    if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, int | float):
+        raise TypeError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
+    if not 0.0 <= float(ess_threshold) <= 1.0:
+        raise ValueError(f"ess_threshold must lie in [0, 1], got {ess_threshold!r}")
+    return float(ess_threshold)
+
+
+def _check_smoother(smoother: str) -> str:
+    if smoother not in SMOOTHERS:
+        raise ValueError(f"smoother must be one of {SMOOTHERS}, got {smoother!r}")
+    return smoother
+
+
+@contextlib.contextmanager
+def _seeded(seed, device: torch.device) -> Iterator[None]:
+    """Draw from a generator seeded with ``seed`` inside the block; the global state is
+    restored afterwards. ``None`` uses (and advances) the global generators."""
+    if seed is None:
+        yield
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values (N, B, ...) at particle index (S, B) per sequence: (S, B, ...)."""
+    batch = values.shape[1]
+    flat = values.reshape(values.shape[0] * batch, *values.shape[2:])
+    offsets = torch.arange(batch, device=index.device)
+    return flat[index * batch + offsets]
+
+
+def _systematic(log_w: torch.Tensor) -> torch.Tensor:
+    """Systematic resampling per sequence from normalised log weights (N, B): indices (N, B)."""
+    num, batch = log_w.shape
+    cdf = torch.cumsum(torch.exp(log_w - log_w.max(0).values).T, dim=-1)  # (B, N)
+    cdf = cdf / cdf[:, -1:]
+    offsets = torch.rand(batch, 1, dtype=cdf.dtype, device=cdf.device)
+    points = (offsets + torch.arange(num, dtype=cdf.dtype, device=cdf.device)) / num
+    index = torch.searchsorted(cdf.contiguous(), points.contiguous(), right=True)
+    return index.clamp_max(num - 1).T
+
+
+def _categorical(logits: torch.Tensor, num: int) -> torch.Tensor:
+    """``num`` draws per sequence from unnormalised log weights (N, B): indices (num, B)."""
+    probs = torch.softmax(logits.T, dim=-1)  # (B, N)
+    return torch.multinomial(probs, num, replacement=True).T
+
+
+def _inverse_cdf(logits: torch.Tensor) -> torch.Tensor:
+    """One draw per row from unnormalised log weights (..., N): indices (...)."""
+    cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)
+    u = torch.rand(*cdf.shape[:-1], 1, dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+    index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    return index.clamp_max(logits.shape[-1] - 1)
+
+
+def _trace(ancestors: torch.Tensor, index: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """Genealogy of particles ``index`` (S, B) at the last step: their indices at the last
+    ``steps`` + 1 times, latest first (ancestors (N, B, T))."""
+    lineage = [index]
+    for t in range(ancestors.shape[2] - 1, ancestors.shape[2] - 1 - steps, -1):
+        index = _gather(ancestors[:, :, t], index)
+        lineage.append(index)
+    return lineage
+
+
+def _alpha_at(model, t: int, schedule, read: list[torch.Tensor]):
+    """alpha_t (0-based t) for particles whose last inputs are ``read`` ((N, B, Dx) each)."""
+    if schedule is not None:
+        return schedule[t]
+    num, batch, dim = read[-1].shape
+    flat = [r.reshape(num * batch, dim) for r in read]
+    return model._step_alpha(t, None, flat).reshape(num, batch, 1)
+
+
+def _schedule(model, steps: int):
+    return None if model.data_dependent_alpha else model.alpha_schedule(steps)
+
+
+# ---------------------------------------------------------------------- the filter
+def _filter(
+    model,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    z: torch.Tensor,
+    read: list[torch.Tensor],
+    schedule,
+    t0: int,
+    ess_threshold: float,
+    history: bool,
+) -> ParticleFilterResult:
+    """Fully adapted filter on checked inputs: x (B, T, Dx) zeroed where missing, mask
+    (B, T, Dx), starting particles z (N, B, Dz) with uniform weights, ``read`` the last inputs
+    before the first step ((N, B, Dx) each, for a data-dependent alpha), alpha from
+    ``schedule[t0 + t]``."""
+    num, batch, _ = z.shape
+    steps, dim = x.shape[1], x.shape[2]
+    window = model.alpha_window if model.data_dependent_alpha else 0
+    identity = torch.arange(num, device=x.device).unsqueeze(1).expand(num, batch)
+    log_n = math.log(num)
+    log_w = torch.full((num, batch), -log_n, dtype=x.dtype, device=x.device)
+    log_marginal = x.new_zeros(batch)
+    zs, xs, lws, ancs, esss, flags = [z], [], [log_w], [], [], []
+    for t in range(steps):
+        x_dist = model.x_dist(z)  # one OTN call for all N x B particles
+        if t == 0 and (x_dist.event_shape != () or x_dist.batch_shape[-1:] != (dim,)):
+            raise TypeError(
+                f"{type(model).__name__}.x_dist must factorise over the {dim} entries of x_t "
+                f"(batch shape (..., {dim}), event shape ()), got batch "
+                f"{tuple(x_dist.batch_shape)} event {tuple(x_dist.event_shape)}"
+            )
+        observed, x_t = mask[:, t], x[:, t]
+        log_px = torch.where(observed, x_dist.log_prob(x_t), 0.0).sum(-1)  # (N, B)
+        x_read = torch.where(observed, x_t, x_dist.sample())
+        log_v = log_w + log_px
+        norm = torch.logsumexp(log_v, dim=0)  # (B,)
+        log_marginal = log_marginal + norm
+        log_v = log_v - norm
+        ess = torch.exp(-torch.logsumexp(2 * log_v, dim=0))
+        resample = ess < ess_threshold * num
+        ancestor = torch.where(resample, _systematic(log_v), identity)
+        z, x_read = _gather(z, ancestor), _gather(x_read, ancestor)
+        read = [_gather(r, ancestor) for r in read]
+        log_w = torch.where(resample, -log_n, log_v)
+        read = (read + [x_read])[-window:] if window else []
+        alpha = _alpha_at(model, t0 + t, schedule, read or [x_read])
+        z = model.z_dist(x_read, z, alpha).sample()  # one FTN call for all of them
+        if history or t == steps - 1:
+            zs.append(z)
+            xs.append(x_read)
+            lws.append(log_w)
+        ancs.append(ancestor)
+        esss.append(ess)
+        flags.append(resample)
+    if not history:
+        zs, lws = zs[-1:], lws[-1:]
+    return ParticleFilterResult(
+        particles=torch.stack(zs, dim=2),
+        x_read=torch.stack(xs, dim=2),
+        log_weights=torch.stack(lws, dim=2),
+        ancestors=torch.stack(ancs, dim=2),
+        ess=torch.stack(esss, dim=1),
+        resampled=torch.stack(flags, dim=1),
+        log_marginal=log_marginal,
+        mask=mask,
+    )
+
+
+def _initial(model, num: int, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """z_0 ~ N(0, I) for N particles x B sequences: (N, B, Dz)."""
+    return torch.randn(num, batch, model.latent_dim, dtype=like.dtype, device=like.device)
+
+
+@torch.no_grad()
+def particle_filter(
+    model,
+    x,
+    mask=None,
+    num_particles: int = 1000,
+    seed: int | None = None,
+    ess_threshold: float = 0.5,
+    history: bool = True,
+) -> ParticleFilterResult:
+    """Fully adapted particle filter of an Alternator (or variant) on x (B, T, Dx).
+
+    ``mask`` (B, T) or (B, T, Dx), True = observed; NaN entries of x are missing too. Only the
+    observed entries weigh a particle; missing ones are drawn from p(x_t | z_{t-1}). Resamples
+    systematically, per sequence, when the ESS falls below ``ess_threshold * num_particles``
+    (0: never, 1: at every step with uneven weights). ``seed`` draws from a private generator
+    (the global one is left as it was). ``history=False`` keeps only the last step (memory
+    O(N B)). Returns a :class:`ParticleFilterResult`; ``log_marginal`` (B,) estimates log p(x).
+    """
+    _check_model(model)
+    num_particles = check_positive_int(num_particles, "num_particles")
+    ess_threshold = _check_threshold(ess_threshold)
+    x, mask = model._prepare(x, mask)
+    with _seeded(seed, x.device):
+        z0 = _initial(model, num_particles, x.shape[0], x)
+        return _filter(
+            model, x, mask, z0, [], _schedule(model, x.shape[1]), 0, ess_threshold, history
+        )
+
+
+# ---------------------------------------------------------------------- smoothing
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _normal_features(values, loc, scale, scale_on_values: bool):
+    """Features (S, B, K), (N, B, K) whose inner product over K is
+    sum_d log N(values[s, b, d] | loc[i, b, d], scale) for every pair (s, i).
+
+    values (S, B, D), loc (N, B, D); ``scale`` broadcasts to values (``scale_on_values``) or to
+    loc. Both sides are centred first (the density depends on values - loc only), which keeps
+    the expanded square accurate.
+    """
+    centre = loc.mean(0)
+    values, loc = values - centre, loc - centre
+    dim = values.shape[-1]
+    if scale_on_values:
+        scale = scale.expand_as(values)
+        prec = scale.pow(-2)
+        lead = (prec * values.square() + 2 * torch.log(scale)).sum(-1, keepdim=True)
+        left = torch.cat([lead + dim * _LOG_2PI, prec * values, prec], dim=-1)
+        right = torch.cat([torch.ones_like(loc[..., :1]), -2 * loc, loc.square()], dim=-1)
+    else:
+        scale = scale.expand_as(loc)
+        prec = scale.pow(-2)
+        lead = (prec * loc.square() + 2 * torch.log(scale)).sum(-1, keepdim=True)
+        left = torch.cat([torch.ones_like(values[..., :1]), -2 * values, values.square()], dim=-1)
+        right = torch.cat([lead + dim * _LOG_2PI, prec * loc, prec], dim=-1)
+    return left, -0.5 * right
+
+
+def _backward_logits(model, log_w, cand, x_star, z_star, alpha) -> torch.Tensor:
+    """log W_t^i + log p(x_{t+1}^* | z_t^i) + log p(z_{t+1}^* | z_t^i, x_{t+1}^*): (B, S, N)
+    for filtering weights log_w (N, B), candidates cand (N, B, Dz) and draws x_star (S, B, Dx),
+    z_star (S, B, Dz).
+
+    With Gaussian factors and a latent mean affine in z_{t-1} (the default Alternator and
+    every variant with ``affine_latent``) all three terms are one batched matrix product over
+    features; otherwise the densities are evaluated on the broadcast (S, N, B) grid.
+    """
+    num, batch, _ = cand.shape
+    samples = x_star.shape[0]
+    left = [torch.ones_like(x_star[..., :1])]
+    right = [log_w.unsqueeze(-1)]
+    dense = None
+    x_dist = model.x_dist(cand)  # one OTN call on N x B
+    if isinstance(x_dist, torch.distributions.Normal):
+        features = _normal_features(x_star, x_dist.loc, x_dist.scale, scale_on_values=False)
+        left.append(features[0])
+        right.append(features[1])
+    else:
+        dense = x_dist.log_prob(x_star.unsqueeze(1)).sum(-1).permute(2, 0, 1)
+    z_dist = None
+    if model.affine_latent:
+        # z_loc(x, z) = u(x) + sqrt(1 - alpha - sigma_z^2) z (what the parallel scan assumes):
+        # the FTN reads the S inputs once and the N candidates enter through the product
+        z_dist = model.z_dist(x_star, torch.zeros_like(z_star), alpha)  # (S, B, Dz)
+    if isinstance(z_dist, torch.distributions.Normal):
+        decay = torch.sqrt(1 - alpha - model.sigma_z**2)
+        features = _normal_features(
+            z_star - z_dist.loc, decay * cand, z_dist.scale, scale_on_values=True
+        )
+        left.append(features[0])
+        right.append(features[1])
+    else:
+        shape = (samples, num, batch)
+        z_dist = model.z_dist(
+            x_star.unsqueeze(1).expand(*shape, -1), cand.expand(*shape, -1), alpha
+        )
+        log_pz = z_dist.log_prob(z_star.unsqueeze(1)).sum(-1).permute(2, 0, 1)
+        dense = log_pz if dense is None else dense + log_pz
+    logits = torch.bmm(torch.cat(left, -1).transpose(0, 1), torch.cat(right, -1).permute(1, 2, 0))
+    return logits if dense is None else logits + dense
+
+
+def _ffbsi(model, result: ParticleFilterResult, num_samples: int) -> SmoothingPaths:
+    particles, x_read, log_w = result.particles, result.x_read, result.log_weights
+    steps = particles.shape[2] - 1
+    if model.data_dependent_alpha:
+        schedule = None
+        alpha_data = model._alpha_for(x_read[0])  # fully observed: the data (B, T, 1)
+    else:
+        schedule = model.alpha_schedule(steps)
+    index = _categorical(log_w[:, :, steps], num_samples)
+    z_star = _gather(particles[:, :, steps], index)  # (S, B, Dz)
+    x_star = _gather(x_read[:, :, steps - 1], index)  # (S, B, Dx)
+    zs, xs = [z_star], [x_star]
+    for t in range(steps - 1, -1, -1):
+        cand = particles[:, :, t]  # (N, B, Dz)
+        alpha = schedule[t] if schedule is not None else alpha_data[:, t]
+        logits = _backward_logits(model, log_w[:, :, t], cand, x_star, z_star, alpha)
+        index = _inverse_cdf(logits).T  # (S, B)
+        z_star = _gather(cand, index)
+        zs.append(z_star)
+        if t > 0:
+            x_star = _gather(x_read[:, :, t - 1], index)
+            xs.append(x_star)
+    return SmoothingPaths(torch.stack(zs[::-1], dim=2), torch.stack(xs[::-1], dim=2))
+
+
+def _genealogy(result: ParticleFilterResult, num_samples: int) -> SmoothingPaths:
+    particles, x_read = result.particles, result.x_read
+    steps = particles.shape[2] - 1
+    index = _categorical(result.log_weights[:, :, steps], num_samples)
+    lineage = _trace(result.ancestors, index, steps)[::-1]  # times 0..T
+    z = torch.stack([_gather(particles[:, :, t], i) for t, i in enumerate(lineage)], dim=2)
+    x = torch.stack([_gather(x_read[:, :, t - 1], lineage[t]) for t in range(1, steps + 1)], 2)
+    return SmoothingPaths(z, x)
+
+
+@torch.no_grad()
+def backward_simulation(
+    model, result: ParticleFilterResult, num_samples: int = 100, smoother: str = "auto"
+) -> SmoothingPaths:
+    """Smoothing path draws (S, B, T+1, Dz) from a filter run with ``history=True``.
+
+    ``smoother``: ``"ffbsi"`` backward simulation with the kernel
+    W_t^i p(x_{t+1}^* | z_t^i) p(z_{t+1}^* | z_t^i, x_{t+1}^*) (O(N S) per step);
+    ``"genealogy"`` traces the ancestry of S particles drawn at T (cheap, degenerate far back);
+    ``"auto"`` uses FFBSi except where it does not apply (a data-dependent alpha with missing
+    entries, whose alpha_t depends on imputed inputs). Draws use the global generator.
+    """
+    _check_model(model)
+    num_samples = check_positive_int(num_samples, "num_samples")
+    smoother = _check_smoother(smoother)
+    if (
+        result.particles.shape[2] != result.x_read.shape[2] + 1
+        or result.x_read.shape[2] != (result.ancestors.shape[2])
+    ):
+        raise ValueError("result must come from particle_filter(..., history=True)")
+    non_markov = model.data_dependent_alpha and not bool(result.mask.all())
+    if smoother == "ffbsi" and non_markov:
+        raise ValueError(
+            f"{type(model).__name__}: alpha_t depends on imputed inputs at missing entries, so "
+            "the backward kernel is not Markov; use smoother='genealogy' (or 'auto')"
+        )
+    if smoother == "genealogy" or (smoother == "auto" and non_markov):
+        return _genealogy(result, num_samples)
+    return _ffbsi(model, result, num_samples)
+
+
+@torch.no_grad()
+def smoothing_paths(
+    model,
+    x,
+    mask=None,
+    num_samples: int = 100,
+    num_particles: int = 500,
+    seed: int | None = None,
+    ess_threshold: float = 0.5,
+    smoother: str = "auto",
+) -> SmoothingPaths:
+    """Draws from p(z_{0:T}, x^mis | x^obs) given x (B, T, Dx): z (S, B, T+1, Dz) and the
+    inputs x (S, B, T, Dx) along each path (data where observed, imputations elsewhere).
+
+    Runs :func:`particle_filter` then :func:`backward_simulation`; ``seed`` covers both.
+    """
+    _check_model(model)
+    num_samples = check_positive_int(num_samples, "num_samples")
+    _check_smoother(smoother)
+    result = particle_filter(model, x, mask, num_particles, seed, ess_threshold)
+    with _seeded(None if seed is None else seed + 1, result.particles.device):
+        return backward_simulation(model, result, num_samples, smoother)
+
+
+@torch.no_grad()
+def smc_chains(
+    model,
+    x,
+    mask=None,
+    num_chains: int = 4,
+    num_draws: int = 100,
+    num_particles: int = 500,
+    seed: int | None = None,
+    ess_threshold: float = 0.5,
+    smoother: str = "auto",
+) -> SmoothingPaths:
+    """Smoothing draws from ``num_chains`` independent particle systems, for R-hat/ESS.
+
+    One batched filter runs all K systems (x repeated K times). Returns z (K, S, B, T+1, Dz)
+    and x (K, S, B, T, Dx): chains first, then draws, as ArviZ expects.
+    """
+    _check_model(model)
+    num_chains = check_positive_int(num_chains, "num_chains")
+    x, mask = model._prepare(x, mask)
+    batch = x.shape[0]
+    x_rep = x.repeat(num_chains, 1, 1)
+    mask_rep = mask.repeat(num_chains, 1, 1)
+    paths = smoothing_paths(
+        model, x_rep, mask_rep, num_draws, num_particles, seed, ess_threshold, smoother
+    )
+
+    def split(v: torch.Tensor) -> torch.Tensor:
+        return v.reshape(v.shape[0], num_chains, batch, *v.shape[2:]).transpose(0, 1)
+
+    return SmoothingPaths(split(paths.z), split(paths.x))
+
+
+@torch.no_grad()
+def smc_forecast(
+    model,
+    x_context,
+    horizon: int,
+    num_samples: int = 100,
+    num_particles: int = 500,
+    seed: int | None = None,
+    ess_threshold: float = 0.5,
+    mask=None,
+) -> SmoothingPaths:
+    """Forecast draws that start from the filtering posterior at the end of x_context (B, Tc, Dx).
+
+    Filters the context with ``num_particles``, draws S particles by their final weights (with
+    their genealogy's last inputs, for a data-dependent alpha), then runs the model forward for
+    ``horizon`` steps. Returns z (S, B, horizon, Dz) (z_{Tc+1..Tc+H}) and x (S, B, horizon, Dx).
+    """
+    _check_model(model)
+    horizon = check_positive_int(horizon, "horizon")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    num_particles = check_positive_int(num_particles, "num_particles")
+    ess_threshold = _check_threshold(ess_threshold)
+    x, mask = model._prepare(x_context, mask)
+    batch, steps, dim = x.shape
+    schedule = _schedule(model, steps + horizon)
+    with _seeded(seed, x.device):
+        z0 = _initial(model, num_particles, batch, x)
+        result = _filter(model, x, mask, z0, [], schedule, 0, ess_threshold, True)
+        index = _categorical(result.log_weights[:, :, -1], num_samples)
+        z_start = _gather(result.particles[:, :, -1], index)
+        read = []
+        if model.data_dependent_alpha:
+            back = min(model.alpha_window, steps) - 1
+            lineage = _trace(result.ancestors, index, back)
+            read = [_gather(result.x_read[:, :, steps - 1 - j], i) for j, i in enumerate(lineage)]
+            read = read[::-1]
+        tail = x.new_zeros(batch, horizon, dim)
+        hidden = torch.zeros(batch, horizon, dim, dtype=torch.bool, device=x.device)
+        ahead = _filter(model, tail, hidden, z_start, read, schedule, steps, 0.0, True)
+    return SmoothingPaths(ahead.particles[:, :, 1:], ahead.x_read)
