@@ -1,4 +1,5 @@
-"""Command line: ``alternators-ppl lorenz`` (the main job), ``alternators-ppl compare`` and
+"""Command line: ``alternators-ppl lorenz`` (the main job), ``alternators-ppl compare`` (built-in
+tasks, ``nino`` or a file), ``alternators-ppl forecast`` (a file, beyond its end) and
 ``alternators-ppl diagnose`` (ArviZ diagnostics of a lorenz run folder)."""
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ from alternators_ppl.experiments.compare import (
     format_comparison,
     run_comparison,
 )
+from alternators_ppl.experiments.file_task import (
+    BUILTIN_SERIES,
+    add_series_arguments,
+    compare_file_command,
+    reject_series_options,
+)
+from alternators_ppl.experiments.forecast import add_forecast_parser, forecast_command
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
 from alternators_ppl.experiments.registry import MODEL_NAMES, VARIANTS
+from alternators_ppl.experiments.sst import add_sst_parser, sst_command
 
 __all__ = ["main", "build_parser"]
 
@@ -92,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="train every model on the same data and seeds; write a comparison"
     )
-    compare.add_argument("task", choices=sorted(TASKS), help="data set")
+    compare.add_argument(
+        "task",
+        help=f"built-in task ({', '.join(sorted(TASKS) + sorted(BUILTIN_SERIES))}) or a file",
+    )
     _add_run_arguments(compare, "compare-<task>-<timestamp>")
     compare.add_argument("--models", type=_model_list, help=f"subset of {','.join(MODEL_NAMES)}")
     compare.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
@@ -102,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="wall-clock safety cap on training seconds per model (the budget is --epochs)",
     )
     compare.add_argument("--epochs", type=_positive_int, help="epoch cap of trained models")
+    add_series_arguments(compare, _positive_int)
+    add_forecast_parser(commands, _positive_int, _positive_float, _add_run_arguments)
+    add_sst_parser(commands, _positive_int, _positive_float, _add_run_arguments)
     diagnose = commands.add_parser(
         "diagnose",
         help="ArviZ diagnostics of a lorenz run's forecaster: diagnostics.nc, .md and figures",
@@ -135,6 +150,9 @@ def _lorenz(args) -> tuple[str, object]:
 
 
 def _compare(args) -> tuple[str, object]:
+    if args.task not in TASKS:
+        return compare_file_command(args)
+    reject_series_options(args)
     overrides = {"task": args.task, "device": args.device}
     for key in ("models", "seeds", "budget_s", "epochs"):
         if getattr(args, key) is not None:
@@ -160,7 +178,13 @@ def _diagnose(args) -> tuple[str, object]:
     return format_diagnostics(result), args.run_dir
 
 
-_COMMANDS = {"lorenz": _lorenz, "compare": _compare, "diagnose": _diagnose}
+_COMMANDS = {
+    "lorenz": _lorenz,
+    "compare": _compare,
+    "diagnose": _diagnose,
+    "forecast": forecast_command,
+    "sst": sst_command,
+}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,89 @@
+"""Scores of forecast and imputation draws against truth that has missing values (NaN).
+
+Real series have gaps. Each score is computed per element with :mod:`alternators_ppl.metrics`
+and averaged over the observed entries only: a missing truth value is never scored and never
+filled in. Samples have the sample axis first, (S, N, H, D); truth is (N, H, D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from alternators_ppl import metrics
+
+__all__ = ["score_masked_forecast", "score_masked_imputation"]
+
+
+def _elementwise(samples: torch.Tensor, truth: torch.Tensor):
+    """(observed (N, H, D) bool, per-element scores) with missing truth set to 0."""
+    observed = torch.isfinite(truth)
+    filled = torch.where(observed, truth, torch.zeros((), dtype=truth.dtype, device=truth.device))
+    return observed, {
+        "crps": metrics.crps_empirical(samples, filled, over=()),
+        "sq_error": (samples.mean(0) - filled).square(),
+        "coverage_50": metrics.interval_coverage(samples, filled, 0.5, over=()),
+        "coverage_90": metrics.interval_coverage(samples, filled, 0.9, over=()),
+        "width_90": metrics.interval_width(samples, 0.9, over=()),
+    }
+
+
+def _to_list(x: torch.Tensor) -> list:
+    return [None if math.isnan(v) else v for v in x.tolist()]
+
+
+def score_masked_forecast(samples, future, scale=None, shift=None) -> dict[str, list]:
+    """Per-horizon scores (lists of H) of draws (S, N, H, D) against ``future`` (N, H, D).
+
+    CRPS (empirical), RMSE of the sample mean, 50/90% coverage, 90% width and the count of
+    observed entries, averaged over problems and dimensions where ``future`` is observed
+    (a horizon with none observed gets None). With ``scale`` and ``shift`` (D,), both draws and
+    truth are first mapped to ``x * scale + shift`` (e.g. back to data units).
+    """
+    samples, future = torch.as_tensor(samples), torch.as_tensor(future)
+    if samples.dim() != 4 or samples.shape[1:] != future.shape:
+        raise ValueError(
+            f"samples must be (S, *future.shape) = (S, {tuple(future.shape)}), "
+            f"got {tuple(samples.shape)}"
+        )
+    if not torch.isfinite(samples).all():
+        raise ValueError(f"samples (shape {tuple(samples.shape)}) contain NaN or inf")
+    if scale is not None:
+        scale = torch.as_tensor(scale, dtype=samples.dtype, device=samples.device)
+        shift = torch.as_tensor(
+            0.0 if shift is None else shift, dtype=samples.dtype, device=samples.device
+        )
+        samples, future = samples * scale + shift, future.to(samples.dtype) * scale + shift
+    observed, scores = _elementwise(samples, future.to(samples.dtype))
+    weight = observed.to(samples.dtype)
+    count = weight.sum((0, 2))
+    out = {}
+    for key, value in scores.items():
+        mean = (value * weight).sum((0, 2)) / count
+        out["rmse" if key == "sq_error" else key] = mean.sqrt() if key == "sq_error" else mean
+    out = {k: _to_list(v) for k, v in out.items()}
+    out["observed"] = [int(c) for c in count.tolist()]
+    return out
+
+
+def score_masked_imputation(samples, x_true, hidden) -> dict[str, float | None]:
+    """Scores of imputation draws (S, B, T, D) at the ``hidden`` steps (B, T) bool where
+    ``x_true`` (B, T, D) is observed: RMSE of the mean, CRPS, 90% coverage; None if nothing
+    hidden was observed."""
+    samples, x_true = torch.as_tensor(samples), torch.as_tensor(x_true)
+    hidden = torch.as_tensor(hidden, dtype=torch.bool, device=x_true.device)
+    truth = torch.where(hidden.unsqueeze(-1), x_true, torch.nan)
+    observed, scores = _elementwise(samples, truth.to(samples.dtype))
+    total = observed.sum()
+    if total == 0:
+        return {"rmse": None, "crps": None, "coverage_90": None}
+
+    def mean(value):
+        return ((value * observed).sum() / total).item()
+
+    return {
+        "rmse": math.sqrt(mean(scores["sq_error"])),
+        "crps": mean(scores["crps"]),
+        "coverage_90": mean(scores["coverage_90"]),
+    }
