@@ -17,11 +17,13 @@ from alternators_ppl.inference.svi import (
     posterior_latents,
     run_svi_epochs,
 )
+from alternators_ppl.inference.calibration import calibrate_noise
 from alternators_ppl.inference.trace_loss import trace_loss
 from alternators_ppl.inference.training import History, NonFiniteLossError, fit, warmup_cosine
 from alternators_ppl.models.smc import particle_filter, smc_chains, smc_forecast, smoothing_paths
 
 __all__ = [
+    "calibrate_noise",
     "fit",
     "fit_dmm",
     "run_epochs",

@@ -10,7 +10,9 @@ from typing import Literal
 import torch
 
 from alternators_ppl.errors import NonFiniteLossError
+from alternators_ppl.inference.calibration import _last_linear, calibrate_noise
 from alternators_ppl.inference.loop import Checkpointing, History, data_fingerprint, run_epochs
+from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -87,6 +89,7 @@ def fit(
     callback: Callable[[int, History], bool | None] | None = None,
     loss_fn: Callable | None = None,
     budget_s: float | None = None,
+    calibrate: bool | Literal["auto"] = "auto",
 ) -> History:
     """Train ``model`` by its Eq. 12 loss (``model.loss``) with Adam; return the :class:`History`.
 
@@ -106,6 +109,14 @@ def fit(
     loss raises :class:`NonFiniteLossError`.
     ``loss_fn(model, x, mask, z_target) -> scalar`` replaces ``model.loss`` (for example
     :func:`~alternators_ppl.inference.trace_loss` or a variant's objective).
+
+    ``calibrate`` (default ``"auto"``): after training, select sigma_x (per dimension),
+    sigma_z and alpha on the validation data by
+    :func:`~alternators_ppl.inference.calibrate_noise` (the networks stay as Eq. 12 trained
+    them) and record its report in ``history.calibration``. ``"auto"`` calibrates whenever
+    x_val is given, the fit is not sequence-to-sequence (no z_train) and the model supports it
+    (the Alternator's own observation mean); ``True`` insists (an error when it cannot);
+    ``False`` is the paper's plain Eq. 12 with the scales fixed.
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -117,6 +128,10 @@ def fit(
         raise ValueError(f"lr_min ({lr_min}) must not exceed lr ({lr})")
     if (x_val is None) != (z_val is None) and z_train is not None:
         raise ValueError("supervised training with validation needs both x_val and z_val")
+    if calibrate not in (True, False, "auto"):
+        raise ValueError(f"calibrate must be True, False or 'auto', got {calibrate!r}")
+    if calibrate is True and (x_val is None or z_train is not None):
+        raise ValueError("calibrate=True needs x_val and no z_train (it selects noise on x_val)")
     if resume and checkpoint_dir is None:
         raise ValueError("resume needs checkpoint_dir")
     if device is not None:
@@ -193,7 +208,19 @@ def fit(
         desc="fit",
     )
     model.eval()
+    if calibrate and x_val is not None and z_train is None:
+        if calibrate is True or _calibratable(model):
+            history.calibration = calibrate_noise(model, x_val, mask_val, seed=val_seed)
     return history
+
+
+def _calibratable(model) -> bool:
+    """Whether ``fit(calibrate="auto")`` calibrates this model."""
+    return (
+        isinstance(model, Alternator)
+        and type(model).x_loc is Alternator.x_loc
+        and _last_linear(model.otn) is not None
+    )
 
 
 @torch.no_grad()

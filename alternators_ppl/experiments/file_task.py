@@ -28,6 +28,11 @@ from alternators_ppl.data.readers import (
     split_series,
 )
 from alternators_ppl.evaluation import figures as plots
+from alternators_ppl.evaluation.forecast_calibration import (
+    calibration_report,
+    coverage_warning,
+    format_calibration,
+)
 from alternators_ppl.evaluation.masked_scoring import (
     score_masked_forecast,
     score_masked_imputation,
@@ -157,6 +162,11 @@ def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, devi
     with torch.no_grad():
         draws = model.forecast(past_t, cfg.horizon, cfg.num_samples)
     std = score_masked_forecast(draws, future_t)
+    calibration = calibration_report(draws, future_t)
+    val_t = torch.as_tensor(split.x_val, device=device)
+    with torch.no_grad():
+        val_draws = model.forecast(val_t[:, : cfg.context], cfg.horizon, cfg.num_samples)
+    validation = calibration_report(val_draws, val_t[:, cfg.context :])
     data = score_masked_forecast(draws, future_t, split.scaler.scale, split.scaler.mean)
     test = torch.as_tensor(split.x[:, split.test_start :], device=device)
     gappy, kept = hide_random_steps(test, cfg.missing_fraction, seed + 1)
@@ -169,6 +179,10 @@ def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, devi
         "coverage_90": std["coverage_90"],
         "coverage_50": std["coverage_50"],
         "width_90": std["width_90"],
+        "spread_skill": calibration["spread_skill"],
+        "pit_histogram": calibration["pit_histogram"],
+        "pit_max_deviation": calibration["pit_max_deviation"],
+        "validation_coverage_90": validation["coverage_90_mean"],
         "crps_data": data["crps"],
         "rmse_data": data["rmse"],
         "imputation_rmse": imputation["rmse"],
@@ -329,6 +343,27 @@ def format_file_comparison(results: dict) -> str:
             cell(s["train_s"], digits=1),
         ]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Calibration on the test problems (means over seeds):", ""]
+    for model, s in results["summary"].items():
+        if "spread_skill" not in s:
+            continue
+
+        def avg(values):
+            values = [v for v in values if v is not None]
+            return statistics.fmean(values) if values else float("nan")
+
+        report = {
+            "coverage_50": s["coverage_50"]["mean"],
+            "coverage_90": s["coverage_90"]["mean"],
+            "spread_skill": s["spread_skill"]["mean"],
+            "pit_histogram": s["pit_histogram"]["mean"],
+            "pit_max_deviation": s["pit_max_deviation"]["mean"],
+            "coverage_50_mean": avg(s["coverage_50"]["mean"]),
+            "coverage_90_mean": avg(s["coverage_90"]["mean"]),
+            "spread_skill_mean": avg(s["spread_skill"]["mean"]),
+            "warning": coverage_warning(s["validation_coverage_90"]["mean"]),
+        }
+        lines += [format_calibration(model, report), ""]
     return "\n".join(lines)
 
 
