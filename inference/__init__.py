@@ -3,6 +3,7 @@
 guides (paths and Bayesian globals). NUTS lives in
 ``alternators_ppl.inference.nuts`` (imported on demand: it loads JAX)."""
 
+from alternators_ppl.inference.calibration import calibrate_noise
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
 from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.inference.guides import FilteringGuide, SmoothingGuide
@@ -17,9 +18,8 @@ from alternators_ppl.inference.svi import (
     posterior_latents,
     run_svi_epochs,
 )
-from alternators_ppl.inference.calibration import calibrate_noise
 from alternators_ppl.inference.trace_loss import trace_loss
-from alternators_ppl.inference.training import History, NonFiniteLossError, fit, warmup_cosine
+from alternators_ppl.inference.training import NonFiniteLossError, fit, warmup_cosine
 from alternators_ppl.models.smc import particle_filter, smc_chains, smc_forecast, smoothing_paths
 
 __all__ = [

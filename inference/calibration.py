@@ -35,9 +35,9 @@ __all__ = ["calibrate_noise", "DEFAULT_GRIDS"]
 
 #: search grids: c (scale of the per-dimension residual sd), sigma_z, u = alpha / (1 - sigma_z^2)
 DEFAULT_GRIDS = {
-    "c": tuple(float(v) for v in torch.logspace(math.log10(0.1), 0.0, 12).tolist()),
-    "sigma_z": tuple(float(v) for v in torch.logspace(math.log10(0.02), math.log10(0.8), 12)),
-    "u": (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.97),
+    "c": tuple(float(v) for v in torch.logspace(math.log10(0.1), 0.0, 10).tolist()),
+    "sigma_z": tuple(float(v) for v in torch.logspace(math.log10(0.02), math.log10(0.8), 9)),
+    "u": (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.75, 0.9, 0.97),
 }
 _SIGMA_X_RANGE = (1e-3, 0.99)
 

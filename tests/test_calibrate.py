@@ -168,3 +168,66 @@ def test_fit_calibrates_by_default_with_validation_data():
         fit(_model(), x[:6], epochs=1, progress=False, calibrate=True)
     with pytest.raises(ValueError, match="calibrate must be"):
         fit(_model(), x[:6], epochs=1, progress=False, calibrate="yes")
+
+
+# ------------------------------------------------------------------ calibration report
+def test_calibration_report_on_known_distributions():
+    """Draws from the truth's own distribution are calibrated; draws half as wide are not."""
+    from alternators_ppl.evaluation.forecast_calibration import calibration_report
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randn(400, 3, 2, generator=g, dtype=torch.float64)
+    good = torch.randn(300, 400, 3, 2, generator=g, dtype=torch.float64)
+    report = calibration_report(good, truth)
+    assert report["coverage_90_mean"] == pytest.approx(0.9, abs=0.03)
+    assert report["coverage_50_mean"] == pytest.approx(0.5, abs=0.04)
+    assert report["spread_skill_mean"] == pytest.approx(1.0, abs=0.06)
+    assert report["pit_max_deviation"] < 0.03 and report["warning"] is None
+    assert sum(report["pit_histogram"]) == pytest.approx(1.0)
+    narrow = calibration_report(0.5 * good, truth)
+    # N(0, 0.25): P(|Z| < 1.645 / 2) = 0.589; spread-skill 0.5 / sqrt(1 + 0.25 / 300) ~ 0.5
+    assert narrow["coverage_90_mean"] == pytest.approx(0.589, abs=0.03)
+    assert narrow["spread_skill_mean"] == pytest.approx(0.5, abs=0.04)
+    assert "too narrow" in narrow["warning"]
+    truth_gappy = truth.clone()
+    truth_gappy[:, 1] = float("nan")
+    gappy = calibration_report(good, truth_gappy)
+    assert gappy["coverage_90"][1] is None and gappy["observed"] == 400 * 2 * 2
+
+
+def test_coverage_warning_bounds():
+    from alternators_ppl.evaluation.forecast_calibration import coverage_warning
+
+    assert coverage_warning(0.85) is None and coverage_warning(0.95) is None
+    assert "too wide" in coverage_warning(0.99)
+    assert "0.800" in coverage_warning(0.8, where="test")
+
+
+# ------------------------------------------------------------------ registry defaults
+def test_adaptive_sizes_rule():
+    from alternators_ppl.experiments.registry import adaptive_sizes
+
+    assert adaptive_sizes(3, 38_400)[("latent_dim")] == 8 and adaptive_sizes(3, 38_400)[
+        "hidden"
+    ] == 64
+    assert adaptive_sizes(4, 2_000)["hidden"] == 32 and adaptive_sizes(4, 2_000)["latent_dim"] == 10
+    assert adaptive_sizes(300, 10**6) == {**adaptive_sizes(300, 10**6), "latent_dim": 32,
+                                          "hidden": 128}
+
+
+def test_alternator_model_records_what_it_chose():
+    from alternators_ppl.experiments.registry import build_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 20, 2, generator=g)
+    model = build_model("alternator", 2, epochs=4, check_every=1, patience=1)
+    history = model.fit(x[:7], x[7:], seed=0)
+    chosen = history["chosen"]
+    assert chosen["latent_dim"] == 8 and chosen["hidden"] == 32  # 280 entries: small
+    assert chosen["calibration"]["criterion"] == "smc_log_marginal_per_entry"
+    assert chosen["sigma_x"] == model.model.sigma_x_values() and len(chosen["sigma_x"]) == 2
+    assert chosen["early_stopping"]["best_epoch"] is not None
+    assert chosen["epochs_run"] <= 4
+    plain = build_model("alternator", 2, epochs=2, calibrate=False, patience=None)
+    history = plain.fit(x[:7], x[7:], seed=0)
+    assert history["chosen"]["calibration"] is None and plain.model.sigma_x == 0.3

@@ -153,6 +153,7 @@ def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict,
         "train_s": train_s,
         "epochs_run": history.get("epochs_run"),
         "steps": history.get("steps"),
+        "chosen": history.get("chosen"),
         "sampling_steps_per_s": 100 * 1000 / sample_s,
     }
     return result, draws[:, 0]
@@ -183,6 +184,8 @@ def _aggregate(per_seed: list[dict]) -> dict:
     for key, first in per_seed[0].items():
         if first is None:
             out[key] = None
+            continue
+        if isinstance(first, dict):  # a record (e.g. what a model chose), not a metric
             continue
         values = [r[key] for r in per_seed]
         columns = list(zip(*values, strict=True)) if isinstance(first, list) else [values]

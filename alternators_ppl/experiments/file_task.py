@@ -157,7 +157,7 @@ def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, devi
     past_t = torch.as_tensor(past, device=device)
     future_t = torch.as_tensor(future, device=device)
     tic = time.perf_counter()
-    model.fit(split.x_train, split.x_val, seed=seed, budget_s=cfg.budget_s)
+    history = model.fit(split.x_train, split.x_val, seed=seed, budget_s=cfg.budget_s) or {}
     train_s = time.perf_counter() - tic
     with torch.no_grad():
         draws = model.forecast(past_t, cfg.horizon, cfg.num_samples)
@@ -189,6 +189,7 @@ def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, devi
         "imputation_crps": imputation["crps"],
         "imputation_coverage_90": imputation["coverage_90"],
         "train_s": train_s,
+        "chosen": history.get("chosen"),
     }
     return result, draws, std["observed"]
 
@@ -197,6 +198,8 @@ def _aggregate(per_seed: list[dict]) -> dict:
     """Mean and sd over seeds (element-wise for per-horizon lists; None entries skipped)."""
     out = {}
     for key, first in per_seed[0].items():
+        if isinstance(first, dict) or (first is None and key == "chosen"):
+            continue  # a record (e.g. what a model chose), not a metric
         values = [r[key] for r in per_seed]
         columns = list(zip(*values, strict=True)) if isinstance(first, list) else [values]
         mean, sd = [], []
