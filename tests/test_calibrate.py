@@ -108,6 +108,7 @@ def _simulated(model, batch, steps, seed):
     return model.sample(batch, steps)["x"]
 
 
+@pytest.mark.slow
 def test_calibration_recovers_the_noise_of_simulated_data():
     """Data simulated from a known model; the same networks with wrong noise; calibration on
     held-out sequences must find noise close to the truth and a likelihood close to its."""
@@ -215,6 +216,7 @@ def test_adaptive_sizes_rule():
                                           "hidden": 128}
 
 
+@pytest.mark.slow
 def test_alternator_model_records_what_it_chose():
     from alternators_ppl.experiments.registry import build_model
 

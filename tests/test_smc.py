@@ -378,7 +378,7 @@ def test_cuda():
 
 
 def test_sequence_model_log_likelihood_is_the_smc_estimate():
-    from alternators_ppl.models.zoo import AlternatorModel
+    from alternators_ppl.experiments.registry import AlternatorModel
 
     wrapped = AlternatorModel(2, latent_dim=3, hidden=8)
     x = wrapped.model.sample(2, 6)["x"]
