@@ -113,6 +113,7 @@ def calibrate_noise(
     sweeps: int = 2,
     preserve_mean: bool = True,
     grids: dict[str, Sequence[float]] | None = None,
+    max_sequences: int | None = 32,
 ) -> dict:
     """Select sigma_x (per dimension), sigma_z and alpha of a trained ``model`` on validation
     data x_val (B, T, Dx) (NaN or ``mask_val`` = missing) and set them on the model in place.
@@ -126,6 +127,8 @@ def calibrate_noise(
     to let the mean shrink with sqrt(1 - sigma_x^2)). Returns a JSON-ready report: the chosen
     ``sigma_x`` (list), ``sigma_z``, ``alpha``, ``c``, ``u``, the log-marginal per entry
     ``before`` and ``after``, ``criterion``, ``num_particles`` and ``evaluations``.
+    ``max_sequences`` (default 32; None = all) scores that many evenly spaced sequences of
+    x_val (overlapping windows of one series repeat each other; this bounds the cost).
     """
     if not isinstance(model, Alternator):
         raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
@@ -144,6 +147,11 @@ def calibrate_noise(
             raise ValueError(f"grids[{key!r}] must be non-empty values in {bounds}, got {values}")
         grids[key] = values
     x, mask = model._prepare(x_val, mask_val)
+    if max_sequences is not None:
+        max_sequences = check_positive_int(max_sequences, "max_sequences")
+        if x.shape[0] > max_sequences:
+            keep = torch.linspace(0, x.shape[0] - 1, max_sequences, device=x.device).round()
+            x, mask = x[keep.long()], mask[keep.long()]
     if not mask.any():
         raise ValueError("x_val has no observed entry (all values missing)")
     entries = float(mask.sum())
@@ -206,4 +214,5 @@ def calibrate_noise(
         "num_particles": num_particles,
         "evaluations": evaluations,
         "preserve_mean": bool(preserve_mean),
+        "sequences": int(x.shape[0]),
     }
