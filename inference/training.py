@@ -115,7 +115,9 @@ def fit(
     :func:`~alternators_ppl.inference.calibrate_noise` (the networks stay as Eq. 12 trained
     them) and record its report in ``history.calibration``. ``"auto"`` calibrates whenever
     x_val is given, the fit is not sequence-to-sequence (no z_train) and the model supports it
-    (the Alternator's own observation mean); ``True`` insists (an error when it cannot);
+    (the Alternator's own observation mean; an OTN without a linear output layer, e.g. a
+    convolutional decoder, cannot keep its mean fixed, so its mean moves with sigma_x and the
+    selection accounts for it); ``True`` insists (an error when it cannot);
     ``False`` is the paper's plain Eq. 12 with the scales fixed.
     """
     epochs = check_positive_int(epochs, "epochs")
@@ -210,17 +212,19 @@ def fit(
     model.eval()
     if calibrate and x_val is not None and z_train is None:
         if calibrate is True or _calibratable(model):
-            history.calibration = calibrate_noise(model, x_val, mask_val, seed=val_seed)
+            history.calibration = calibrate_noise(
+                model,
+                x_val,
+                mask_val,
+                seed=val_seed,
+                preserve_mean=_last_linear(model.otn) is not None,
+            )
     return history
 
 
 def _calibratable(model) -> bool:
     """Whether ``fit(calibrate="auto")`` calibrates this model."""
-    return (
-        isinstance(model, Alternator)
-        and type(model).x_loc is Alternator.x_loc
-        and _last_linear(model.otn) is not None
-    )
+    return isinstance(model, Alternator) and type(model).x_loc is Alternator.x_loc
 
 
 @torch.no_grad()
