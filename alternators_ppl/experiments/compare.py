@@ -321,6 +321,8 @@ def format_comparison(results: dict) -> str:
             "warning": coverage_warning(s["validation_coverage_90"]["mean"]),
         }
         lines += [format_calibration(model, report), ""]
+    while lines and not lines[-1]:
+        lines.pop()
     for model, s in results["summary"].items():
         if s["failed"] and s["seeds_ok"]:
             lines.append(f"\n{model} failed on {len(s['failed'])} seed(s): {s['failed'][0]}")

@@ -367,6 +367,8 @@ def format_file_comparison(results: dict) -> str:
             "warning": coverage_warning(s["validation_coverage_90"]["mean"]),
         }
         lines += [format_calibration(model, report), ""]
+    while lines and not lines[-1]:
+        lines.pop()
     return "\n".join(lines)
 
 
