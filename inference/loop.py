@@ -51,6 +51,7 @@ class History:
     best_loss: float | None = None
     steps: int = 0
     stop_reason: str | None = None
+    calibration: dict | None = None  # the noise selection after training, when one ran
 
     @property
     def epochs_run(self) -> int:

@@ -33,4 +33,4 @@ def trace_loss(model, x, mask=None, z_target=None, data: dict | None = None) -> 
         total = total + (site["log_prob"] - fn.log_prob(fn.mean)).sum()
         steps += name.startswith("z_")
     batch = trace.nodes["z_0"]["value"].shape[0]
-    return -2 * model.sigma_x**2 * model.sigma_z**2 * total / (batch * steps)
+    return -model.eq12_scale() * total / (batch * steps)

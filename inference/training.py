@@ -11,6 +11,7 @@ import torch
 
 from alternators_ppl import distributed
 from alternators_ppl.errors import NonFiniteLossError
+from alternators_ppl.inference.calibration import _last_linear, calibrate_noise
 from alternators_ppl.inference.loop import (
     Checkpointing,
     History,
@@ -18,6 +19,7 @@ from alternators_ppl.inference.loop import (
     fixed_noise_sum,
     run_epochs,
 )
+from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -95,6 +97,7 @@ def fit(
     loss_fn: Callable | None = None,
     budget_s: float | None = None,
     supervised: str = "auto",
+    calibrate: bool | Literal["auto"] = "auto",
 ) -> History:
     """Train ``model`` by its Eq. 12 loss (``model.loss``) with Adam; return the :class:`History`.
 
@@ -125,6 +128,15 @@ def fit(
     selects alpha on validation; ``"free-running"`` trains the z-term on the model's own
     recursion; ``"teacher-forcing"`` is Eq. 12 as written on the data as given (see
     :mod:`alternators_ppl.inference.supervised`).
+    ``calibrate`` (default ``"auto"``): after training, select sigma_x (per dimension),
+    sigma_z and alpha on the validation data by
+    :func:`~alternators_ppl.inference.calibrate_noise` (the networks stay as Eq. 12 trained
+    them) and record its report in ``history.calibration``. ``"auto"`` calibrates whenever
+    x_val is given, the fit is not sequence-to-sequence (no z_train) and the model supports it
+    (the Alternator's own observation mean; an OTN without a linear output layer, e.g. a
+    convolutional decoder, cannot keep its mean fixed, so its mean moves with sigma_x and the
+    selection accounts for it); ``True`` insists (an error when it cannot);
+    ``False`` is the paper's plain Eq. 12 with the scales fixed.
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -136,6 +148,10 @@ def fit(
         raise ValueError(f"lr_min ({lr_min}) must not exceed lr ({lr})")
     if (x_val is None) != (z_val is None) and z_train is not None:
         raise ValueError("supervised training with validation needs both x_val and z_val")
+    if calibrate not in (True, False, "auto"):
+        raise ValueError(f"calibrate must be True, False or 'auto', got {calibrate!r}")
+    if calibrate is True and (x_val is None or z_train is not None):
+        raise ValueError("calibrate=True needs x_val and no z_train (it selects noise on x_val)")
     if resume and checkpoint_dir is None:
         raise ValueError("resume needs checkpoint_dir")
     if device is not None:
@@ -246,7 +262,21 @@ def fit(
         desc="fit",
     )
     model.eval()
+    if calibrate and x_val is not None and z_train is None:
+        if calibrate is True or _calibratable(model):
+            history.calibration = calibrate_noise(
+                model,
+                x_val,
+                mask_val,
+                seed=val_seed,
+                preserve_mean=_last_linear(model.otn) is not None,
+            )
     return history
+
+
+def _calibratable(model) -> bool:
+    """Whether ``fit(calibrate="auto")`` calibrates this model."""
+    return isinstance(model, Alternator) and type(model).x_loc is Alternator.x_loc
 
 
 @torch.no_grad()

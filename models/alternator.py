@@ -53,7 +53,8 @@ class Alternator(PyroModule):
     Args:
         obs_dim: Dx, size of each observation x_t.
         latent_dim: Dz, size of each latent z_t.
-        sigma_x: observation noise, in (0, 1).
+        sigma_x: observation noise, in (0, 1): a float, or one value per observed dimension
+            (a length-Dx sequence or tensor, stored as the buffer ``sigma_x_vector``).
         sigma_z: latent noise, > 0.
         alpha: FTN weight, a float or a length-L schedule (alpha_1..alpha_L) with
             0 < alpha_t and alpha_t + sigma_z^2 < 1 (strict, so the latent keeps memory).
@@ -69,7 +70,7 @@ class Alternator(PyroModule):
         self,
         obs_dim: int,
         latent_dim: int,
-        sigma_x: float = 0.3,
+        sigma_x: float | Sequence[float] | torch.Tensor = 0.3,
         sigma_z: float = 0.1,
         alpha: float | Sequence[float] | torch.Tensor = 0.3,
         otn: nn.Module | None = None,
@@ -81,8 +82,7 @@ class Alternator(PyroModule):
         super().__init__()
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        if not 0.0 < float(sigma_x) < 1.0:
-            raise ValueError(f"sigma_x must lie in (0, 1), got {sigma_x}")
+        sigma_x_values = _check_sigma_x(sigma_x, self.obs_dim)
         if not float(sigma_z) > 0.0:
             raise ValueError(f"sigma_z must be > 0, got {sigma_z}")
         alpha_t = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
@@ -98,10 +98,11 @@ class Alternator(PyroModule):
             raise ValueError(f"ftn_input must be one of {FTN_INPUTS}, got {ftn_input!r}")
         # Hyperparameters stay Python floats so that ``.double()`` computes with them exactly;
         # the buffer only tells the model's device and dtype.
-        self.sigma_x, self.sigma_z = float(sigma_x), float(sigma_z)
+        self.sigma_z = float(sigma_z)
         self.alpha_values = tuple(alpha_t.double().tolist())
         self.alpha_is_constant = len(self.alpha_values) == 1
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        self._set_sigma_x(sigma_x_values)
         self.ftn_input = ftn_input
         self.otn = otn if otn is not None else MLP(latent_dim, obs_dim, hidden, activation)
         self.ftn = ftn if ftn is not None else MLP(obs_dim, latent_dim, hidden, activation)
@@ -116,6 +117,81 @@ class Alternator(PyroModule):
     def dtype(self) -> torch.dtype:
         """Floating dtype of the model's buffers (inputs are cast to it)."""
         return self._anchor.dtype
+
+    @property
+    def sigma_x(self):
+        """Observation noise: a float, or a (Dx,) tensor (the buffer ``sigma_x_vector``) when it
+        is set per dimension; a tensor value inside :meth:`hyperparameters`."""
+        value = self.__dict__.get("_sigma_x_value")
+        return self._buffers["sigma_x_vector"] if value is None else value
+
+    @sigma_x.setter
+    def sigma_x(self, value) -> None:
+        self.__dict__["_sigma_x_value"] = value
+
+    @property
+    def sigma_x_per_dim(self) -> bool:
+        """Whether sigma_x is stored per observed dimension."""
+        return "sigma_x_vector" in self._buffers
+
+    def _set_sigma_x(self, values: tuple[float, ...] | float) -> None:
+        """Store a checked sigma_x: a float, or a tuple of Dx floats (as a buffer)."""
+        if isinstance(values, float):
+            self._buffers.pop("sigma_x_vector", None)
+            self.__dict__["_sigma_x_value"] = values
+            return
+        vector = torch.tensor(values, dtype=self.dtype, device=self.device)
+        self.__dict__["_sigma_x_value"] = None
+        if self.sigma_x_per_dim:
+            self._buffers["sigma_x_vector"] = vector
+        else:
+            self.register_buffer("sigma_x_vector", vector)
+
+    def sigma_x_values(self) -> list[float]:
+        """sigma_x as Dx floats (a scalar sigma_x repeated)."""
+        if self.sigma_x_per_dim:
+            return [float(v) for v in self._buffers["sigma_x_vector"].tolist()]
+        return [float(self.sigma_x)] * self.obs_dim
+
+    def set_noise(self, sigma_x=None, sigma_z=None, alpha=None) -> None:
+        """Replace the stored sigma_x (float or (Dx,)), sigma_z and constant alpha for good.
+
+        The same checks as the constructor (0 < sigma_x < 1, sigma_z > 0, 0 < alpha,
+        alpha + sigma_z^2 < 1 for every alpha_t); ``None`` keeps a value. A variant that
+        computes alpha_t itself accepts only sigma_x.
+        """
+        if self._own_alpha() and (sigma_z is not None or alpha is not None):
+            raise ValueError(
+                f"{type(self).__name__} computes alpha_t itself; set_noise accepts only sigma_x"
+            )
+        sx = _check_sigma_x(self.sigma_x_values() if sigma_x is None else sigma_x, self.obs_dim)
+        if sigma_x is None and not self.sigma_x_per_dim:
+            sx = float(self.sigma_x)
+        sz = self.sigma_z if sigma_z is None else float(sigma_z)
+        if not sz > 0.0:
+            raise ValueError(f"sigma_z must be > 0, got {sigma_z}")
+        values = self.alpha_values if alpha is None else (float(alpha),)
+        if any(a <= 0 or a + sz**2 >= 1 for a in values):
+            raise ValueError(
+                f"alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got alpha={alpha}, "
+                f"sigma_z={sz}"
+            )
+        self._set_sigma_x(sx)
+        self.sigma_z = sz
+        if alpha is not None:
+            self.alpha_values, self.alpha_is_constant = values, True
+
+    def eq12_scale(self):
+        """The factor 2 sigma_x^2 sigma_z^2 of Eq. 12 (sigma_x^2 averaged over dimensions when
+        it is per dimension, so the loss stays a positive multiple of -log p)."""
+        if self.sigma_x_per_dim and self.__dict__.get("_sigma_x_value") is None:
+            return 2 * (self.sigma_x**2).mean() * self.sigma_z**2
+        return 2 * self.sigma_x**2 * self.sigma_z**2
+
+    def _own_alpha(self) -> bool:
+        return self.data_dependent_alpha or type(self).alpha_schedule is not (
+            Alternator.alpha_schedule
+        )
 
     # set by :meth:`hyperparameters` while a tensor alpha replaces the stored one
     _alpha_override: torch.Tensor | None = None
@@ -164,10 +240,7 @@ class Alternator(PyroModule):
         """
         given = {"sigma_x": sigma_x, "sigma_z": sigma_z, "alpha": alpha}
         given = {k: v for k, v in given.items() if v is not None}
-        own_alpha = self.data_dependent_alpha or type(self).alpha_schedule is not (
-            Alternator.alpha_schedule
-        )
-        if own_alpha and {"sigma_z", "alpha"} & set(given):
+        if self._own_alpha() and {"sigma_z", "alpha"} & set(given):
             raise ValueError(
                 f"{type(self).__name__} computes alpha_t itself; only sigma_x can be "
                 f"replaced, got {sorted(given)}"
@@ -197,12 +270,12 @@ class Alternator(PyroModule):
                 f"alpha + sigma_z^2 < 1; got {sorted(given)} = "
                 + ", ".join(f"{v.detach().flatten()[:4].tolist()}" for v in values.values())
             )
-        saved = (self.sigma_x, self.sigma_z, self._alpha_override)
+        saved = (self.__dict__.get("_sigma_x_value"), self.sigma_z, self._alpha_override)
         self.sigma_x, self.sigma_z, self._alpha_override = sx, sz, a
         try:
             yield
         finally:
-            self.sigma_x, self.sigma_z, self._alpha_override = saved
+            self.__dict__["_sigma_x_value"], self.sigma_z, self._alpha_override = saved
 
     # Variant hooks: a subclass that changes a factor overrides these; the program, the
     # log-density and the samplers all go through them. (The parallel scan assumes the default
@@ -367,7 +440,7 @@ class Alternator(PyroModule):
         z_dist = self.z_dist(x_ftn, z[:, :-1], alpha)
         x_fit = ((x_dist.log_prob(x) - x_dist.log_prob(x_dist.mean)) * mask).sum((1, 2))
         z_fit = (z_dist.log_prob(z[:, 1:]) - z_dist.log_prob(z_dist.mean)).sum((1, 2))
-        return -2 * self.sigma_x**2 * self.sigma_z**2 * (x_fit + z_fit)
+        return -self.eq12_scale() * (x_fit + z_fit)
 
     def loss(self, x, mask=None, z_target=None, parallel: bool = True) -> torch.Tensor:
         """Eq. 12 (scaled by 2 sigma_x^2 sigma_z^2), averaged over sequences and time steps.
@@ -632,8 +705,28 @@ class Alternator(PyroModule):
 
     def extra_repr(self) -> str:
         alpha = f"{self.alpha_values[0]:.3g}" if self.alpha_is_constant else "schedule"
+        if self.sigma_x_per_dim:
+            sigma_x = "[" + ", ".join(f"{v:.3g}" for v in self.sigma_x_values()) + "]"
+        else:
+            sigma_x = f"{self.sigma_x:.3g}"
         return (
             f"obs_dim={self.obs_dim}, latent_dim={self.latent_dim}, "
-            f"sigma_x={self.sigma_x:.3g}, sigma_z={self.sigma_z:.3g}, "
+            f"sigma_x={sigma_x}, sigma_z={self.sigma_z:.3g}, "
             f"alpha={alpha}, ftn_input={self.ftn_input!r}"
         )
+
+
+def _check_sigma_x(sigma_x, obs_dim: int) -> float | tuple[float, ...]:
+    """sigma_x as a float, or a tuple of ``obs_dim`` floats, each in (0, 1)."""
+    values = torch.as_tensor(sigma_x, dtype=torch.float64).detach().cpu()
+    if values.dim() == 0:
+        if not 0.0 < float(values) < 1.0:
+            raise ValueError(f"sigma_x must lie in (0, 1), got {sigma_x}")
+        return float(sigma_x)
+    if tuple(values.shape) != (obs_dim,):
+        raise ValueError(
+            f"sigma_x must be a float or have shape (Dx,) = ({obs_dim},), got {tuple(values.shape)}"
+        )
+    if not ((values > 0) & (values < 1)).all():
+        raise ValueError(f"sigma_x must lie in (0, 1) in every dimension, got {values.tolist()}")
+    return tuple(values.tolist())

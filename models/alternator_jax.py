@@ -182,6 +182,11 @@ class JaxAlternator:
         """
         if not isinstance(model, Alternator):
             raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
+        if model.sigma_x_per_dim:
+            raise ValueError(
+                "the JAX Alternator takes a scalar sigma_x; this model's sigma_x is per "
+                "dimension (use the torch model, or set_noise(sigma_x=<float>))"
+            )
         changed = [
             hook
             for hook in _FACTOR_HOOKS

@@ -117,6 +117,9 @@ def _check_model(model) -> None:
         ("sigma_z", model.sigma_z),
         ("alpha", override),
     ):
+        per_dim = name == "sigma_x" and model.__dict__.get("_sigma_x_value") is None
+        if per_dim and tuple(value.shape) == (model.obs_dim,):
+            continue  # a stored per-dimension sigma_x (Dx,) broadcasts like a scalar
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             raise ValueError(
                 f"{name} is batched {tuple(value.shape)} (from hyperparameters()); SMC needs "

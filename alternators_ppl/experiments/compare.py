@@ -20,6 +20,11 @@ import torch
 from alternators_ppl import distributed
 from alternators_ppl.data.tasks import linear_gaussian_task, lorenz_forecasting_task
 from alternators_ppl.evaluation import figures as plots
+from alternators_ppl.evaluation.forecast_calibration import (
+    calibration_report,
+    coverage_warning,
+    format_calibration,
+)
 from alternators_ppl.evaluation.scoring import (
     forecast_windows,
     hide_random_steps,
@@ -121,6 +126,11 @@ def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict,
     past, future = forecast_windows(x_test, cfg.context, cfg.horizon, stride=cfg.horizon)
     draws = _finite(model.forecast(past, cfg.horizon, cfg.num_samples), "forecast")
     forecast = {k: v.tolist() for k, v in score_forecast_draws(draws, future).items()}
+    calibration = calibration_report(draws, future)
+    x_val = torch.as_tensor(task.x_val, device=device)
+    val_past, val_future = forecast_windows(x_val, cfg.context, cfg.horizon, stride=cfg.horizon)
+    val_draws = _finite(model.forecast(val_past, cfg.horizon, cfg.num_samples), "validation")
+    validation = calibration_report(val_draws, val_future)
     gappy, mask = hide_random_steps(x_test, cfg.missing_fraction, seed + 1)
     filled = _finite(model.impute(gappy, None, cfg.num_samples), "imputation")
     imputation = score_imputation(filled, x_test, mask)
@@ -131,6 +141,11 @@ def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict,
         "crps": forecast["crps"],
         "rmse": forecast["rmse"],
         "coverage_90": forecast["coverage_90"],
+        "coverage_50": calibration["coverage_50"],
+        "spread_skill": calibration["spread_skill"],
+        "pit_histogram": calibration["pit_histogram"],
+        "pit_max_deviation": calibration["pit_max_deviation"],
+        "validation_coverage_90": validation["coverage_90_mean"],
         "imputation_rmse": imputation["rmse"],
         "imputation_crps": imputation["crps"],
         "log_predictive_density": (
@@ -141,6 +156,7 @@ def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict,
         "train_s": train_s,
         "epochs_run": history.get("epochs_run"),
         "steps": history.get("steps"),
+        "chosen": history.get("chosen"),
         "sampling_steps_per_s": 100 * 1000 / sample_s,
     }
     return result, draws[:, 0]
@@ -171,6 +187,8 @@ def _aggregate(per_seed: list[dict]) -> dict:
     for key, first in per_seed[0].items():
         if first is None:
             out[key] = None
+            continue
+        if isinstance(first, dict):  # a record (e.g. what a model chose), not a metric
             continue
         values = [r[key] for r in per_seed]
         columns = list(zip(*values, strict=True)) if isinstance(first, list) else [values]
@@ -308,6 +326,24 @@ def format_comparison(results: dict) -> str:
             f"{s['sampling_steps_per_s']['mean']:.3g}",
         ]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Calibration on the held-out trajectories (means over seeds):", ""]
+    for model, s in results["summary"].items():
+        if not s["seeds_ok"] or "coverage_50" not in s:
+            continue
+        report = {
+            "coverage_50": s["coverage_50"]["mean"],
+            "coverage_90": s["coverage_90"]["mean"],
+            "spread_skill": s["spread_skill"]["mean"],
+            "pit_histogram": s["pit_histogram"]["mean"],
+            "pit_max_deviation": s["pit_max_deviation"]["mean"],
+            "coverage_50_mean": statistics.fmean(s["coverage_50"]["mean"]),
+            "coverage_90_mean": statistics.fmean(s["coverage_90"]["mean"]),
+            "spread_skill_mean": statistics.fmean(s["spread_skill"]["mean"]),
+            "warning": coverage_warning(s["validation_coverage_90"]["mean"]),
+        }
+        lines += [format_calibration(model, report), ""]
+    while lines and not lines[-1]:
+        lines.pop()
     for model, s in results["summary"].items():
         if s["failed"] and s["seeds_ok"]:
             lines.append(f"\n{model} failed on {len(s['failed'])} seed(s): {s['failed'][0]}")

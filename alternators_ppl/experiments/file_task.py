@@ -24,6 +24,11 @@ import torch
 from alternators_ppl.data.readers import NETCDF_SUFFIXES, read_series
 from alternators_ppl.data.splits import SplitSeries, split_series
 from alternators_ppl.evaluation import figures as plots
+from alternators_ppl.evaluation.forecast_calibration import (
+    calibration_report,
+    coverage_warning,
+    format_calibration,
+)
 from alternators_ppl.evaluation.masked_scoring import (
     score_masked_forecast,
     score_masked_imputation,
@@ -148,11 +153,16 @@ def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, devi
     past_t = torch.as_tensor(past, device=device)
     future_t = torch.as_tensor(future, device=device)
     tic = time.perf_counter()
-    model.fit(split.x_train, split.x_val, seed=seed, budget_s=cfg.budget_s)
+    history = model.fit(split.x_train, split.x_val, seed=seed, budget_s=cfg.budget_s) or {}
     train_s = time.perf_counter() - tic
     with torch.no_grad():
         draws = model.forecast(past_t, cfg.horizon, cfg.num_samples)
     std = score_masked_forecast(draws, future_t)
+    calibration = calibration_report(draws, future_t)
+    val_t = torch.as_tensor(split.x_val, device=device)
+    with torch.no_grad():
+        val_draws = model.forecast(val_t[:, : cfg.context], cfg.horizon, cfg.num_samples)
+    validation = calibration_report(val_draws, val_t[:, cfg.context :])
     data = score_masked_forecast(draws, future_t, split.scaler.scale, split.scaler.mean)
     test = torch.as_tensor(split.x[:, split.test_start :], device=device)
     gappy, kept = hide_random_steps(test, cfg.missing_fraction, seed + 1)
@@ -165,12 +175,17 @@ def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, devi
         "coverage_90": std["coverage_90"],
         "coverage_50": std["coverage_50"],
         "width_90": std["width_90"],
+        "spread_skill": calibration["spread_skill"],
+        "pit_histogram": calibration["pit_histogram"],
+        "pit_max_deviation": calibration["pit_max_deviation"],
+        "validation_coverage_90": validation["coverage_90_mean"],
         "crps_data": data["crps"],
         "rmse_data": data["rmse"],
         "imputation_rmse": imputation["rmse"],
         "imputation_crps": imputation["crps"],
         "imputation_coverage_90": imputation["coverage_90"],
         "train_s": train_s,
+        "chosen": history.get("chosen"),
     }
     return result, draws, std["observed"]
 
@@ -179,6 +194,8 @@ def _aggregate(per_seed: list[dict]) -> dict:
     """Mean and sd over seeds (element-wise for per-horizon lists; None entries skipped)."""
     out = {}
     for key, first in per_seed[0].items():
+        if isinstance(first, dict) or (first is None and key == "chosen"):
+            continue  # a record (e.g. what a model chose), not a metric
         values = [r[key] for r in per_seed]
         columns = list(zip(*values, strict=True)) if isinstance(first, list) else [values]
         mean, sd = [], []
@@ -325,6 +342,29 @@ def format_file_comparison(results: dict) -> str:
             cell(s["train_s"], digits=1),
         ]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Calibration on the test problems (means over seeds):", ""]
+    for model, s in results["summary"].items():
+        if "spread_skill" not in s:
+            continue
+
+        def avg(values):
+            values = [v for v in values if v is not None]
+            return statistics.fmean(values) if values else float("nan")
+
+        report = {
+            "coverage_50": s["coverage_50"]["mean"],
+            "coverage_90": s["coverage_90"]["mean"],
+            "spread_skill": s["spread_skill"]["mean"],
+            "pit_histogram": s["pit_histogram"]["mean"],
+            "pit_max_deviation": s["pit_max_deviation"]["mean"],
+            "coverage_50_mean": avg(s["coverage_50"]["mean"]),
+            "coverage_90_mean": avg(s["coverage_90"]["mean"]),
+            "spread_skill_mean": avg(s["spread_skill"]["mean"]),
+            "warning": coverage_warning(s["validation_coverage_90"]["mean"]),
+        }
+        lines += [format_calibration(model, report), ""]
+    while lines and not lines[-1]:
+        lines.pop()
     return "\n".join(lines)
 
 

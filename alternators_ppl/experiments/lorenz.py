@@ -22,6 +22,7 @@ import torch
 from alternators_ppl import distributed
 from alternators_ppl.data.tasks import lorenz_forecasting_task, lorenz_spikes_task
 from alternators_ppl.evaluation import figures as plots
+from alternators_ppl.evaluation.forecast_calibration import calibration_report
 from alternators_ppl.evaluation.scoring import (
     forecast_windows,
     hide_random_steps,
@@ -158,6 +159,14 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
     draws = model.forecast(past, cfg.horizon, cfg.num_samples)
     forecast_seconds = time.perf_counter() - tic
     forecast = score_forecasts(draws, future, past, x_train)
+    x_val = torch.as_tensor(task.x_val, device=device)
+    val_past, val_future = forecast_windows(x_val, cfg.context, cfg.horizon, stride=cfg.horizon)
+    val_draws = model.forecast(val_past, cfg.horizon, cfg.num_samples)
+    calibration = {
+        "test": calibration_report(draws, future),
+        "validation": calibration_report(val_draws, val_future),
+        "noise": history.calibration,
+    }
 
     gappy, mask = hide_random_steps(x_test, cfg.missing_fraction, cfg.seed + 1)
     imputed = model.impute(gappy, None, cfg.num_samples)
@@ -200,7 +209,7 @@ def _forecaster(cfg: LorenzJobConfig, device, run: Path):
         "forecast_s": forecast_seconds,
         "sample_8x1000_s": sample_seconds,
     }
-    return forecast, imputation, history, timing
+    return forecast, imputation, history, timing, calibration
 
 
 def _decoder(cfg: LorenzJobConfig, device, run: Path):
@@ -269,10 +278,21 @@ def run_lorenz_job(
                 "versions": library_versions(),
             },
         )
-        forecast, imputation, f_history, f_timing = _forecaster(cfg, device, run)
+        forecast, imputation, f_history, f_timing, calibration = _forecaster(cfg, device, run)
+        write_json(run / "calibration.json", calibration)
+        write_json(
+            run / "config.json",
+            {
+                "job": "lorenz",
+                **asdict(cfg),
+                "versions": library_versions(),
+                "chosen": {"forecaster_noise": calibration["noise"]},
+            },
+        )
         latents, d_history, d_timing = _decoder(cfg, device, run)
         metrics = {
             "forecast": {"horizon": list(range(1, cfg.horizon + 1)), **forecast},
+            "calibration_warning": calibration["validation"]["warning"],
             "imputation": imputation,
             "latents": latents,
             "timing": {
@@ -331,4 +351,6 @@ def format_summary(metrics: dict) -> str:
     lines.append(
         f"total time {metrics['timing']['total_s']:.1f} s on {metrics['timing']['device']}"
     )
+    if metrics.get("calibration_warning"):
+        lines.append(metrics["calibration_warning"])
     return "\n".join(lines)

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from alternators_ppl.inference.calibration import calibrate_noise
 from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.inference.training import fit
 from alternators_ppl.models.alpha_alternator import AlphaAlternator
@@ -30,6 +33,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "VARIANTS",
     "build_model",
+    "adaptive_sizes",
 ]
 
 #: model variants the job can train, by CLI name
@@ -57,7 +61,17 @@ class _Wrapped(SequenceModel):
 
 
 class AlternatorModel(_Wrapped):
-    """The Alternator trained by Eq. 12 (:func:`alternators_ppl.inference.fit`)."""
+    """The Alternator trained by Eq. 12 (:func:`alternators_ppl.inference.fit`), then
+    calibrated: sigma_x per dimension, sigma_z and alpha selected on the validation data
+    (:func:`alternators_ppl.inference.calibrate_noise`; ``calibrate=False`` keeps the fixed
+    scales of the paper).
+
+    Sizes adapt to the data unless given (:func:`adaptive_sizes`): ``latent_dim`` and
+    ``hidden`` from Dx and the number of observed training entries. Training stops early when
+    the validation SMC log-likelihood per entry (64 particles, fixed seed) has not improved
+    for ``patience`` checks, one every ``check_every`` epochs, and the weights of the best
+    check are kept; ``epochs`` is the cap. ``chosen`` records every size and scale in use.
+    """
 
     name = "alternator"
     has_likelihood_estimate = True
@@ -65,8 +79,8 @@ class AlternatorModel(_Wrapped):
     def __init__(
         self,
         obs_dim: int,
-        latent_dim: int = 8,
-        hidden: int = 64,
+        latent_dim: int | None = None,
+        hidden: int | None = None,
         sigma_x: float = 0.3,
         sigma_z: float = 0.1,
         alpha: float = 0.3,
@@ -74,19 +88,45 @@ class AlternatorModel(_Wrapped):
         batch_size: int = 16,
         lr: float = 1e-2,
         device=None,
+        calibrate: bool = True,
+        patience: int | None = 5,
+        check_every: int = 10,
     ):
+        self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        self.options = dict(latent_dim=latent_dim, hidden=hidden, sigma_x=sigma_x,
+                            sigma_z=sigma_z, alpha=alpha)
+        self.device = device or "cpu"
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.calibrate, self.patience = bool(calibrate), patience
+        self.check_every = check_every
+        self.chosen: dict = {}
+        provisional = adaptive_sizes(self.obs_dim, 20_000)  # rebuilt by fit if the data differ
+        self._build(latent_dim or provisional["latent_dim"], hidden or provisional["hidden"])
+
+    def _build(self, latent_dim: int, hidden: int) -> None:
+        o = self.options
         self.model = Alternator(
-            obs_dim,
+            self.obs_dim,
             latent_dim,
-            sigma_x=sigma_x,
-            sigma_z=sigma_z,
-            alpha=alpha,
+            sigma_x=o["sigma_x"],
+            sigma_z=o["sigma_z"],
+            alpha=o["alpha"],
             hidden=(hidden, hidden),
         )
-        self.model.to(device or "cpu")
-        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.model.to(self.device)
 
     def fit(self, x_train, x_val=None, *, seed: int = 0, budget_s: float | None = None) -> dict:
+        x_train = torch.as_tensor(x_train)
+        sizes = adaptive_sizes(self.obs_dim, int(torch.isfinite(x_train).sum()))
+        latent_dim = self.options["latent_dim"] or sizes["latent_dim"]
+        hidden = self.options["hidden"] or sizes["hidden"]
+        if (latent_dim, hidden) != (self.model.latent_dim, self.model.otn.hidden[0]):
+            torch.manual_seed(seed)
+            self._build(latent_dim, hidden)
+        callback, best = None, {}
+        if x_val is not None and self.patience:
+            x_check = torch.as_tensor(x_val, device=self.model.device, dtype=self.model.dtype)
+            callback, best = _early_stopping(self.model, x_check, self.patience, self.check_every)
         history = fit(
             self.model,
             x_train,
@@ -97,8 +137,33 @@ class AlternatorModel(_Wrapped):
             seed=seed,
             progress=False,
             budget_s=budget_s,
+            callback=callback,
+            calibrate=False,
         )
-        return history.to_dict()
+        if best.get("state") is not None:
+            self.model.load_state_dict(best["state"])
+        calibration = None
+        if self.calibrate and x_val is not None:
+            calibration = calibrate_noise(self.model, x_val, seed=seed)
+        self.chosen = {
+            "latent_dim": self.model.latent_dim,
+            "hidden": hidden,
+            "size_rule": sizes["rule"],
+            "epochs_cap": self.epochs,
+            "epochs_run": history.epochs_run,
+            "early_stopping": None if not best else {
+                "criterion": "validation SMC log-likelihood per entry (64 particles)",
+                "best_epoch": best.get("epoch"),
+                "best_value": best.get("value"),
+                "patience": self.patience,
+                "check_every": self.check_every,
+            },
+            "calibration": calibration,
+            "sigma_x": self.model.sigma_x_values(),
+            "sigma_z": self.model.sigma_z,
+            "alpha": self.model.alpha_values[0],
+        }
+        return {**history.to_dict(), "chosen": self.chosen}
 
     def log_likelihood(self, x, mask=None) -> torch.Tensor:
         """SMC estimate of log p(x^obs) (B,): :meth:`Alternator.log_likelihood` (1,000 particles;
@@ -162,6 +227,43 @@ class DMMModel(_Wrapped):
             budget_s=budget_s,
         )
         return history.to_dict()
+
+
+def adaptive_sizes(obs_dim: int, num_entries: int) -> dict:
+    """Latent size and width from the data (the documented rule of :class:`AlternatorModel`):
+    latent_dim = clip(2 Dx + 2, 8, 32); hidden = 32 under 20,000 observed training entries,
+    64 under 200,000, else 128. Returns {"latent_dim", "hidden", "rule"}."""
+    latent = min(max(2 * obs_dim + 2, 8), 32)
+    hidden = 32 if num_entries < 20_000 else 64 if num_entries < 200_000 else 128
+    rule = (
+        f"latent_dim = clip(2 Dx + 2, 8, 32) = {latent} (Dx = {obs_dim}); hidden = {hidden} "
+        f"for {num_entries} observed training entries (32 < 2e4 <= 64 < 2e5 <= 128)"
+    )
+    return {"latent_dim": latent, "hidden": hidden, "rule": rule}
+
+
+def _early_stopping(model, x_val: torch.Tensor, patience: int, every: int):
+    """(callback, record): every ``every`` epochs score the validation SMC log-likelihood per
+    observed entry; keep the best weights in ``record``; stop after ``patience`` checks
+    without improvement."""
+    entries = float(torch.isfinite(x_val).sum())
+    record: dict = {"value": -math.inf, "state": None, "epoch": None, "bad": 0}
+
+    def callback(epoch: int, history) -> bool:
+        if (epoch + 1) % every:
+            return False
+        model.eval()
+        with torch.no_grad():
+            value = float(model.log_likelihood(x_val, num_particles=64, seed=0).sum()) / entries
+        model.train()
+        if math.isfinite(value) and value > record["value"]:
+            record.update(value=value, epoch=epoch, bad=0)
+            record["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        record["bad"] += 1
+        return record["bad"] >= patience
+
+    return callback, record
 
 
 _BUILDERS = {

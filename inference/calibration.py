@@ -1,0 +1,218 @@
+"""Noise scales selected on validation data around an Eq. 12 fit (networks fixed).
+
+Eq. 12 is the trajectory cross-entropy scaled by 2 sigma_x^2 sigma_z^2 with the
+sigma-dependent normalisers dropped, so it cannot learn sigma_x, sigma_z or alpha; and under the
+conditioned reading -log p of the model's own z draws would drive sigma_z to 0. So the networks
+are trained by Eq. 12 at the starting scales, and then :func:`calibrate_noise` chooses
+
+- sigma_x per observed dimension, as c * sqrt(v_d), where v_d is the filtering one-step
+  predictive mean squared residual of dimension d on the validation data and c is one scalar;
+- sigma_z, and alpha = u (1 - sigma_z^2) with u in (0, 1), so alpha + sigma_z^2 < 1 by
+  construction;
+
+by maximising the particle filter's log-marginal likelihood log p^(x_val) (the SMC estimate of
+:func:`alternators_ppl.models.smc.particle_filter`, with a fixed seed so every candidate sees
+the same random numbers) by coordinate search over grids of (c, sigma_z, u). With
+``preserve_mean`` the OTN's last linear layer is rescaled by sqrt(1 - sigma_x,old^2) /
+sqrt(1 - sigma_x,new^2), so the mean sqrt(1 - sigma_x^2) f(z) of x_t given z_{t-1} that Eq. 12
+fitted is unchanged: only the noise moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from alternators_ppl.models.alternator import Alternator
+from alternators_ppl.models.smc import particle_filter
+from alternators_ppl.validation import check_positive_int
+
+__all__ = ["calibrate_noise", "DEFAULT_GRIDS"]
+
+#: search grids: c (scale of the per-dimension residual sd), sigma_z, u = alpha / (1 - sigma_z^2)
+DEFAULT_GRIDS = {
+    "c": tuple(float(v) for v in torch.logspace(math.log10(0.1), 0.0, 10).tolist()),
+    "sigma_z": tuple(float(v) for v in torch.logspace(math.log10(0.02), math.log10(0.8), 9)),
+    "u": (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.75, 0.9, 0.97),
+}
+_SIGMA_X_RANGE = (1e-3, 0.99)
+
+
+def _last_linear(otn: nn.Module) -> nn.Linear | None:
+    """The OTN's output layer when it is a linear map (MLP, Sequential or Linear)."""
+    if isinstance(otn, nn.Linear):
+        return otn
+    layers = getattr(otn, "layers", otn)
+    if isinstance(layers, nn.Sequential) and isinstance(layers[-1], nn.Linear):
+        return layers[-1]
+    return None
+
+
+@contextlib.contextmanager
+def _saved(model: Alternator, layer: nn.Linear | None) -> Iterator[None]:
+    """Restore the model's noise (and the OTN output layer) on exit."""
+    sx = model.sigma_x_values() if model.sigma_x_per_dim else float(model.sigma_x)
+    state = (sx, model.sigma_z, model.alpha_values, model.alpha_is_constant)
+    weights = None if layer is None else [p.detach().clone() for p in layer.parameters()]
+    try:
+        yield
+    finally:
+        model._set_sigma_x(state[0])
+        model.sigma_z, model.alpha_values, model.alpha_is_constant = state[1:]
+        if layer is not None:
+            with torch.no_grad():
+                for p, w in zip(layer.parameters(), weights, strict=True):
+                    p.copy_(w)
+
+
+def _apply(model, layer, base_weights, old_sx, sigma_x, sigma_z, alpha) -> None:
+    """Set the noise; rescale the OTN output layer so x_loc stays as Eq. 12 fitted it."""
+    if layer is not None:
+        old = torch.as_tensor(old_sx, dtype=model.dtype, device=model.device)
+        new = torch.as_tensor(sigma_x, dtype=model.dtype, device=model.device)
+        gain = torch.sqrt(1 - old**2) / torch.sqrt(1 - new**2)
+        gain = gain.expand(model.obs_dim)
+        with torch.no_grad():
+            layer.weight.copy_(base_weights[0] * gain.unsqueeze(-1))
+            if layer.bias is not None:
+                layer.bias.copy_(base_weights[1] * gain)
+    if model._own_alpha():
+        model.set_noise(sigma_x=sigma_x)
+    else:
+        model.set_noise(sigma_x=sigma_x, sigma_z=sigma_z, alpha=alpha)
+
+
+@torch.no_grad()
+def _residual_sd(model, x, mask, num_particles: int, seed: int) -> torch.Tensor:
+    """sqrt of the filtering one-step predictive mean squared residual per dimension (Dx,):
+    mean over observed (b, t) of sum_i W_{t-1}^i (x_t - x_loc(z_{t-1}^i))^2."""
+    result = particle_filter(model, x, mask, num_particles, seed)
+    total = torch.zeros(model.obs_dim, dtype=x.dtype, device=x.device)
+    count = torch.zeros_like(total)
+    for t in range(x.shape[1]):
+        weights = torch.softmax(result.log_weights[:, :, t], dim=0)  # (N, B)
+        loc = model.x_loc(result.particles[:, :, t])  # (N, B, Dx)
+        sq = (weights.unsqueeze(-1) * (x[:, t] - loc) ** 2).sum(0)  # (B, Dx)
+        observed = mask[:, t].to(x.dtype)
+        total += (sq * observed).sum(0)
+        count += observed.sum(0)
+    return torch.sqrt(total / count.clamp(min=1))
+
+
+def calibrate_noise(
+    model: Alternator,
+    x_val,
+    mask_val=None,
+    *,
+    num_particles: int = 128,
+    seed: int = 0,
+    sweeps: int = 2,
+    preserve_mean: bool = True,
+    grids: dict[str, Sequence[float]] | None = None,
+    max_sequences: int | None = 32,
+) -> dict:
+    """Select sigma_x (per dimension), sigma_z and alpha of a trained ``model`` on validation
+    data x_val (B, T, Dx) (NaN or ``mask_val`` = missing) and set them on the model in place.
+
+    Criterion: the SMC log-marginal log p^(x_val) per observed entry (``num_particles``, fixed
+    ``seed``), maximised by ``sweeps`` rounds of coordinate search over ``grids`` (keys ``c``,
+    ``sigma_z``, ``u``; defaults :data:`DEFAULT_GRIDS`). sigma_x = clip(c * r_d) with r_d the
+    per-dimension one-step residual sd, recomputed after each sweep; alpha = u (1 - sigma_z^2).
+    A variant that computes alpha_t itself gets only sigma_x. ``preserve_mean`` keeps the OTN
+    mean fixed by rescaling its last linear layer (an error when the OTN has none; pass False
+    to let the mean shrink with sqrt(1 - sigma_x^2)). Returns a JSON-ready report: the chosen
+    ``sigma_x`` (list), ``sigma_z``, ``alpha``, ``c``, ``u``, the log-marginal per entry
+    ``before`` and ``after``, ``criterion``, ``num_particles`` and ``evaluations``.
+    ``max_sequences`` (default 32; None = all) scores that many evenly spaced sequences of
+    x_val (overlapping windows of one series repeat each other; this bounds the cost).
+    """
+    if not isinstance(model, Alternator):
+        raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
+    if type(model).x_loc is not Alternator.x_loc:
+        raise ValueError(
+            f"calibrate_noise needs the Alternator's observation mean; {type(model).__name__} "
+            "changes x_loc (its noise scales enter the mean)"
+        )
+    num_particles = check_positive_int(num_particles, "num_particles")
+    sweeps = check_positive_int(sweeps, "sweeps")
+    grids = {**DEFAULT_GRIDS, **(grids or {})}
+    for key in ("c", "sigma_z", "u"):
+        values = [float(v) for v in grids[key]]
+        bounds = {"c": (0, math.inf), "sigma_z": (0, 1), "u": (0, 1)}[key]
+        if not values or not all(bounds[0] < v < bounds[1] for v in values):
+            raise ValueError(f"grids[{key!r}] must be non-empty values in {bounds}, got {values}")
+        grids[key] = values
+    x, mask = model._prepare(x_val, mask_val)
+    if max_sequences is not None:
+        max_sequences = check_positive_int(max_sequences, "max_sequences")
+        if x.shape[0] > max_sequences:
+            keep = torch.linspace(0, x.shape[0] - 1, max_sequences, device=x.device).round()
+            x, mask = x[keep.long()], mask[keep.long()]
+    if not mask.any():
+        raise ValueError("x_val has no observed entry (all values missing)")
+    entries = float(mask.sum())
+    layer = _last_linear(model.otn) if preserve_mean else None
+    if preserve_mean and layer is None:
+        raise ValueError(
+            "preserve_mean needs an OTN whose output layer is nn.Linear (an MLP); "
+            "pass preserve_mean=False"
+        )
+    own_alpha = model._own_alpha()
+    old_sx = model.sigma_x_values()
+    base = None if layer is None else [p.detach().clone() for p in layer.parameters()]
+
+    def score() -> float:
+        pf = particle_filter(model, x, mask, num_particles, seed, history=False)
+        value = float(pf.log_marginal.sum()) / entries
+        return value if math.isfinite(value) else -math.inf
+
+    evaluations = 0
+    with _saved(model, layer):
+        before = score()
+        sz = model.sigma_z
+        u = model.alpha_values[0] / (1 - sz**2) if model.alpha_is_constant else 0.3
+        c = 1.0
+        best = (-math.inf, None)
+        for _ in range(sweeps):
+            with _saved(model, layer):
+                if best[1] is not None:
+                    _apply(model, layer, base, old_sx, *best[1][1:])
+                r = _residual_sd(model, x, mask, num_particles, seed)
+
+            def candidate(c, sz, u, r=r):
+                sx = (c * r).clamp(*_SIGMA_X_RANGE).tolist()
+                return (c, sx, sz, u * (1 - sz**2))
+
+            coords = ("c",) if own_alpha else ("c", "sigma_z", "u")
+            for coord in coords:
+                for value in grids[coord]:
+                    cand = {"c": c, "sigma_z": sz, "u": u, coord: value}
+                    params = candidate(cand["c"], cand["sigma_z"], cand["u"])
+                    _apply(model, layer, base, old_sx, *params[1:])
+                    value_score = score()
+                    evaluations += 1
+                    if value_score > best[0]:
+                        best = (value_score, params)
+                        c, sz, u = cand["c"], cand["sigma_z"], cand["u"]
+    if best[1] is None:
+        raise ValueError("every candidate gave a non-finite log-marginal on x_val")
+    c, sx, sz, alpha = best[1]
+    _apply(model, layer, base, old_sx, sx, sz, alpha)
+    return {
+        "criterion": "smc_log_marginal_per_entry",
+        "sigma_x": [float(v) for v in model.sigma_x_values()],
+        "sigma_z": float(model.sigma_z),
+        "alpha": float(model.alpha_values[0]) if model.alpha_is_constant else None,
+        "c": float(c),
+        "u": None if own_alpha else float(alpha / (1 - sz**2)),
+        "before": before,
+        "after": best[0],
+        "num_particles": num_particles,
+        "evaluations": evaluations,
+        "preserve_mean": bool(preserve_mean),
+        "sequences": int(x.shape[0]),
+    }
