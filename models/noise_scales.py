@@ -1,0 +1,170 @@
+"""Noise scales of the Alternator: sigma_x (a float or one per observed dimension), sigma_z,
+their permanent replacement (:meth:`NoiseScales.set_noise`) and their temporary replacement by
+tensors with gradients (:meth:`NoiseScales.hyperparameters`, for Bayesian globals).
+
+A mixin of :class:`~alternators_ppl.models.Alternator`: it reads the model's ``obs_dim``,
+``sigma_z``, ``alpha_values``, ``dtype`` and ``device``, and asks ``_own_alpha()`` whether a
+variant computes alpha_t itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from alternators_ppl.validation import as_float_tensor
+
+__all__ = ["NoiseScales", "check_sigma_x"]
+
+
+def check_sigma_x(sigma_x, obs_dim: int) -> float | tuple[float, ...]:
+    """sigma_x as a float, or a tuple of ``obs_dim`` floats, each in (0, 1)."""
+    values = torch.as_tensor(sigma_x, dtype=torch.float64).detach().cpu()
+    if values.dim() == 0:
+        if not 0.0 < float(values) < 1.0:
+            raise ValueError(f"sigma_x must lie in (0, 1), got {sigma_x}")
+        return float(sigma_x)
+    if tuple(values.shape) != (obs_dim,):
+        raise ValueError(
+            f"sigma_x must be a float or have shape (Dx,) = ({obs_dim},), got {tuple(values.shape)}"
+        )
+    if not ((values > 0) & (values < 1)).all():
+        raise ValueError(f"sigma_x must lie in (0, 1) in every dimension, got {values.tolist()}")
+    return tuple(values.tolist())
+
+
+class NoiseScales:
+    """sigma_x / sigma_z storage and overrides shared by every Alternator."""
+
+    @property
+    def sigma_x(self):
+        """Observation noise: a float, or a (Dx,) tensor (the buffer ``sigma_x_vector``) when it
+        is set per dimension; a tensor value inside :meth:`hyperparameters`."""
+        value = self.__dict__.get("_sigma_x_value")
+        return self._buffers["sigma_x_vector"] if value is None else value
+
+    @sigma_x.setter
+    def sigma_x(self, value) -> None:
+        self.__dict__["_sigma_x_value"] = value
+
+    @property
+    def sigma_x_per_dim(self) -> bool:
+        """Whether sigma_x is stored per observed dimension."""
+        return "sigma_x_vector" in self._buffers
+
+    def _set_sigma_x(self, values: tuple[float, ...] | float) -> None:
+        """Store a checked sigma_x: a float, or a tuple of Dx floats (as a buffer)."""
+        if isinstance(values, float):
+            self._buffers.pop("sigma_x_vector", None)
+            self.__dict__["_sigma_x_value"] = values
+            return
+        vector = torch.tensor(values, dtype=self.dtype, device=self.device)
+        self.__dict__["_sigma_x_value"] = None
+        if self.sigma_x_per_dim:
+            self._buffers["sigma_x_vector"] = vector
+        else:
+            self.register_buffer("sigma_x_vector", vector)
+
+    def sigma_x_values(self) -> list[float]:
+        """sigma_x as Dx floats (a scalar sigma_x repeated)."""
+        if self.sigma_x_per_dim:
+            return [float(v) for v in self._buffers["sigma_x_vector"].tolist()]
+        return [float(self.sigma_x)] * self.obs_dim
+
+    def set_noise(self, sigma_x=None, sigma_z=None, alpha=None) -> None:
+        """Replace the stored sigma_x (float or (Dx,)), sigma_z and constant alpha for good.
+
+        The same checks as the constructor (0 < sigma_x < 1, sigma_z > 0, 0 < alpha,
+        alpha + sigma_z^2 < 1 for every alpha_t); ``None`` keeps a value. A variant that
+        computes alpha_t itself accepts only sigma_x.
+        """
+        if self._own_alpha() and (sigma_z is not None or alpha is not None):
+            raise ValueError(
+                f"{type(self).__name__} computes alpha_t itself; set_noise accepts only sigma_x"
+            )
+        sx = check_sigma_x(self.sigma_x_values() if sigma_x is None else sigma_x, self.obs_dim)
+        if sigma_x is None and not self.sigma_x_per_dim:
+            sx = float(self.sigma_x)
+        sz = self.sigma_z if sigma_z is None else float(sigma_z)
+        if not sz > 0.0:
+            raise ValueError(f"sigma_z must be > 0, got {sigma_z}")
+        values = self.alpha_values if alpha is None else (float(alpha),)
+        if any(a <= 0 or a + sz**2 >= 1 for a in values):
+            raise ValueError(
+                f"alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got alpha={alpha}, "
+                f"sigma_z={sz}"
+            )
+        self._set_sigma_x(sx)
+        self.sigma_z = sz
+        if alpha is not None:
+            self.alpha_values, self.alpha_is_constant = values, True
+
+    def eq12_scale(self):
+        """The factor 2 sigma_x^2 sigma_z^2 of Eq. 12 (sigma_x^2 averaged over dimensions when
+        it is per dimension, so the loss stays a positive multiple of -log p)."""
+        if self.sigma_x_per_dim and self.__dict__.get("_sigma_x_value") is None:
+            return 2 * (self.sigma_x**2).mean() * self.sigma_z**2
+        return 2 * self.sigma_x**2 * self.sigma_z**2
+
+    # set by :meth:`hyperparameters` while a tensor alpha replaces the stored one
+    _alpha_override: torch.Tensor | None = None
+
+    @property
+    def sigma_x_bound(self) -> float:
+        """Upper bound on sigma_x (exclusive): 1 here; a variant whose factors need a smaller
+        sigma_x (Alternator++: sigma_x^2 < 1 - beta) lowers it, and :meth:`hyperparameters`
+        refuses a value at or above it."""
+        return 1.0
+
+    @contextlib.contextmanager
+    def hyperparameters(self, sigma_x=None, sigma_z=None, alpha=None) -> Iterator[None]:
+        """Use tensor values of sigma_x, sigma_z and a constant alpha inside the block.
+
+        For global parameters drawn as Pyro sites (:class:`HyperpriorAlternator`): gradients
+        flow into the values. Each is a scalar tensor, or carries the batch shape of plates left
+        of the ``sequences`` plate, e.g. (N, 1) for N vectorised ELBO particles; such a value
+        gets a trailing axis so that it broadcasts against (N, B, D). Scalars work in every
+        method; batched values in :meth:`model`, the guides and
+        :func:`~alternators_ppl.inference.posterior_forecast`. A value outside 0 < sigma_x < 1,
+        0 < alpha, alpha + sigma_z^2 < 1 raises ``ValueError``; ``None`` keeps the stored value.
+        """
+        given = {"sigma_x": sigma_x, "sigma_z": sigma_z, "alpha": alpha}
+        given = {k: v for k, v in given.items() if v is not None}
+        if self._own_alpha() and {"sigma_z", "alpha"} & set(given):
+            raise ValueError(
+                f"{type(self).__name__} computes alpha_t itself; only sigma_x can be "
+                f"replaced, got {sorted(given)}"
+            )
+        values = {}
+        for name, value in given.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = torch.tensor(float(value))
+            value = as_float_tensor(value, name, device=self.device, dtype=self.dtype)
+            values[name] = value.unsqueeze(-1) if value.dim() > 0 else value
+        sx = values.get("sigma_x", self.sigma_x)
+        sz = values.get("sigma_z", self.sigma_z)
+        a = values.get("alpha")
+        alpha_max = max(self.alpha_values) if a is None else a
+        checks = [
+            torch.as_tensor(sx) > 0,
+            torch.as_tensor(sx) < self.sigma_x_bound,
+            torch.as_tensor(sz) > 0,
+            torch.as_tensor(alpha_max + sz**2) < 1,
+        ]
+        if a is not None:
+            checks.append(a > 0)
+        if not all(bool(torch.all(c)) for c in checks):
+            raise ValueError(
+                f"hyperparameters must satisfy 0 < sigma_x < {self.sigma_x_bound:.4g}, "
+                "sigma_z > 0, alpha > 0 and "
+                f"alpha + sigma_z^2 < 1; got {sorted(given)} = "
+                + ", ".join(f"{v.detach().flatten()[:4].tolist()}" for v in values.values())
+            )
+        saved = (self.__dict__.get("_sigma_x_value"), self.sigma_z, self._alpha_override)
+        self.sigma_x, self.sigma_z, self._alpha_override = sx, sz, a
+        try:
+            yield
+        finally:
+            self.__dict__["_sigma_x_value"], self.sigma_z, self._alpha_override = saved
