@@ -22,8 +22,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/alternators-ppl lorenz
 
+# Each test process uses one torch thread (tests/conftest.py): two processes use both cores.
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run

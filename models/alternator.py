@@ -526,9 +526,9 @@ class Alternator(NoiseScales, PyroModule):
         """
         horizon = check_positive_int(horizon, "horizon")
         particles = self._latent_method(method, num_particles)
+        x_context = self._as_input(x_context, "x_context")
         if particles is not None:
             return _smc.smc_forecast(self, x_context, horizon, num_samples, particles).x
-        x_context = self._as_input(x_context, "x_context")
         tail = torch.full(
             (x_context.shape[0], horizon, self.obs_dim),
             float("nan"),

@@ -9,11 +9,12 @@ from alternators_ppl.models import Alternator
 
 
 def _reference(model, x, mask, z_target):
-    """Eq. 12 as before the fast path: rollout, then path_loss from two log-densities."""
+    """Eq. 12 as before the fast path: rollout, then path_loss from two log-densities, the
+    z-term scoring g on the data (the model's draws only where x is missing; DESIGN.md 1)."""
     x_checked, mask_checked = model._prepare(x, mask)
     z, x_ftn = model._rollout(x_checked, mask_checked, model.ftn_input, z_target)
     filled = torch.where(mask_checked, x_checked, x_ftn)
-    value = model._path_loss(filled, z, mask_checked, x_ftn).sum()
+    value = model._path_loss(filled, z, mask_checked, filled).sum()
     return value / x.shape[0] / x.shape[1]
 
 

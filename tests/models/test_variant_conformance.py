@@ -33,7 +33,7 @@ from tests.oracles import program_log_density
 DX, DZ, B, T = 2, 3, 3, 6
 SCHEDULE = [0.2, 0.35, 0.5, 0.25, 0.4, 0.3, 0.45, 0.3, 0.2, 0.4, 0.3, 0.35]
 GLOBALS = {"sigma_x": 0.25, "sigma_z": 0.2, "alpha_u": 0.4}  # HyperpriorAlternator's sites
-DOC = Path(__file__).resolve().parents[1] / "docs" / "variants.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "variants.md"
 
 
 def student_t_class():
