@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "standardised_task",
     "DecodingTask",
     "MinMaxScaler",
     "gaussian_kernel",
@@ -149,3 +150,26 @@ def split_in_time(num_steps: int, fractions) -> list[slice]:
     if any(b <= a for a, b in zip(cuts[:-1], cuts[1:], strict=True)):
         raise ValueError(f"num_steps={num_steps} is too short for fractions {fractions}")
     return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def standardised_task(x, z, fractions, names, info: dict, arrays: dict | None = None):
+    """Split features x (T, N) and behaviour z (T, D) in time by ``fractions`` (train, val,
+    test), standardise both with the training span's statistics, and return the
+    :class:`DecodingTask` (one sequence per span, float32; the scalers are in ``arrays`` as
+    ``x_scaler`` and ``z_scaler``, beside the given ``arrays``)."""
+    from alternators_ppl.data.scaling import Standardizer
+
+    train, val, test = split_in_time(len(x), fractions)
+    x_scale, z_scale = Standardizer().fit(x[train]), Standardizer().fit(z[train])
+    x, z = x_scale.transform(x), z_scale.transform(z)
+
+    def span(a, s):
+        return a[None, s].astype(np.float32)
+
+    return DecodingTask(
+        x_train=span(x, train), z_train=span(z, train),
+        x_val=span(x, val), z_val=span(z, val),
+        x_test=span(x, test), z_test=span(z, test),
+        names=tuple(names), info=info,
+        arrays={**(arrays or {}), "x_scaler": x_scale, "z_scaler": z_scale},
+    )  # fmt: skip

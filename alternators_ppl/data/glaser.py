@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alternators_ppl.data.decoding import DecodingTask, split_in_time
-from alternators_ppl.data.scaling import Standardizer
+from alternators_ppl.data.decoding import DecodingTask, standardised_task
 
 __all__ = ["read_glaser_pickle", "glaser_lagged", "glaser_task", "BEHAVIOUR_KEYS"]
 
@@ -84,20 +83,10 @@ def glaser_task(
     neural, behaviour = read_glaser_pickle(path)
     x = glaser_lagged(neural, bins_before, bins_current, bins_after)
     z = behaviour[bins_before : len(behaviour) - bins_after]
-    train, val, test = split_in_time(len(x), fractions)
-    x_scale, z_scale = Standardizer().fit(x[train]), Standardizer().fit(z[train])
-    x, z = x_scale.transform(x), z_scale.transform(z)
-
-    def span(a, s):
-        return a[None, s].astype(np.float32)
-
-    return DecodingTask(
-        x_train=span(x, train), z_train=span(z, train),
-        x_val=span(x, val), z_val=span(z, val),
-        x_test=span(x, test), z_test=span(z, test),
-        names=tuple(f"b{d + 1}" for d in range(z.shape[1])),
+    return standardised_task(
+        x, z, fractions, tuple(f"b{d + 1}" for d in range(z.shape[1])),
         info={"task": "glaser", "path": str(path), "num_bins": len(neural),
               "num_neurons": neural.shape[1], "bins_before": bins_before,
               "bins_current": bins_current, "bins_after": bins_after},
-        arrays={"x_scaler": x_scale, "z_scaler": z_scale},
+        arrays={},
     )  # fmt: skip

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alternators_ppl.data.decoding import DecodingTask, lagged_bins, split_in_time
+from alternators_ppl.data.decoding import DecodingTask, lagged_bins, standardised_task
 from alternators_ppl.data.lorenz import _positive_int
-from alternators_ppl.data.scaling import Standardizer
 
 __all__ = ["sargolini_path", "load_sargolini", "ratinabox_task"]
 
@@ -70,19 +69,9 @@ def ratinabox_task(
     counts = rng.poisson(rates).astype(np.float64)
     x = lagged_bins(counts, lags)
     z = np.concatenate([pos, vel], 1)[max(lags) :]
-    train, val, test = split_in_time(len(x), fractions)
-    x_scale, z_scale = Standardizer().fit(x[train]), Standardizer().fit(z[train])
-    x, z = x_scale.transform(x), z_scale.transform(z)
-
-    def span(a, s):
-        return a[None, s].astype(np.float32)
-
-    return DecodingTask(
-        x_train=span(x, train), z_train=span(z, train),
-        x_val=span(x, val), z_val=span(z, val),
-        x_test=span(x, test), z_test=span(z, test),
-        names=("x", "y", "vx", "vy"),
+    return standardised_task(
+        x, z, fractions, ("x", "y", "vx", "vy"),
         info={"task": "ratinabox", "seed": seed, "num_cells": num_cells, "bin_s": dt,
               "num_bins": len(pos), "spikes_per_bin": float(counts.mean()), "lags": list(lags)},
-        arrays={"counts": counts, "position": pos, "velocity": vel, "z_scaler": z_scale},
+        arrays={"counts": counts, "position": pos, "velocity": vel},
     )  # fmt: skip
