@@ -35,7 +35,7 @@ from alternators_ppl.evaluation.masked_scoring import (
 )
 from alternators_ppl.evaluation.scoring import hide_random_steps
 from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
-from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
+from alternators_ppl.runs import publish_run_folder, resolve_device, stage_run_folder, write_json
 from alternators_ppl.seeding import seed_everything
 
 __all__ = [
@@ -239,9 +239,7 @@ def run_file_comparison(
 ) -> tuple[Path, dict]:
     """Run every model on the series for every seed; write comparison.json, comparison.md and
     figures/forecasts.png (data units) into ``runs_dir/name``; return (folder, results)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     split = load_split(cfg)
     label = Path(cfg.path).stem if cfg.path not in BUILTIN_SERIES else cfg.path
     name = name or time.strftime(f"compare-{label}-%Y%m%d-%H%M%S")

@@ -25,7 +25,13 @@ from alternators_ppl.data.scaling import Standardizer
 from alternators_ppl.data.splits import make_windows
 from alternators_ppl.experiments.file_task import BUILTIN_SERIES, load_series, series_options
 from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
-from alternators_ppl.runs import atomic_write, publish_run_folder, stage_run_folder, write_json
+from alternators_ppl.runs import (
+    atomic_write,
+    publish_run_folder,
+    resolve_device,
+    stage_run_folder,
+    write_json,
+)
 from alternators_ppl.seeding import seed_everything
 
 __all__ = [
@@ -167,9 +173,7 @@ def run_forecast(
 ) -> tuple[Path, dict]:
     """Train ``cfg.model`` on the series and forecast ``cfg.horizon`` steps past its end; write
     the run folder; return (folder, summary)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     series = load_series(
         cfg.path, cfg.columns, cfg.time_column, cfg.resample, cfg.fill_value, cfg.region
     )

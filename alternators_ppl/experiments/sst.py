@@ -34,7 +34,7 @@ from alternators_ppl.experiments.registry import KalmanModel
 from alternators_ppl.grid_networks import GridDecoder, GridEncoder
 from alternators_ppl.inference.training import fit
 from alternators_ppl.models.alternator import Alternator
-from alternators_ppl.runs import publish_run_folder, stage_run_folder, write_json
+from alternators_ppl.runs import publish_run_folder, resolve_device, stage_run_folder, write_json
 from alternators_ppl.seeding import seed_everything
 
 __all__ = [
@@ -239,9 +239,7 @@ def run_sst(
 ) -> tuple[Path, dict]:
     """Run the SST comparison; write sst.json, sst.md and figures/maps.png; return
     (folder, results)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
