@@ -54,6 +54,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
 def _run_name(text: str) -> str:
     # an empty --name would otherwise silently fall back to the timestamped default
     if not text:
@@ -146,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--particles", type=_positive_int, default=500, help="particles per SMC system"
     )
     diagnose.add_argument(
+        "--mcmc-sweeps",
+        type=_non_negative_int,
+        help="MCMC sweeps that rejuvenate the SMC draws (default: diagnose_run's, 10)",
+    )
+    diagnose.add_argument(
         "--draws", type=_positive_int, default=250, help="latent paths per chain (default 250)"
     )
     diagnose.add_argument(
@@ -229,6 +244,7 @@ def _diagnose(args) -> tuple[str, object]:
         num_sequences=args.sequences,
         sampler=args.sampler,
         num_particles=args.particles,
+        **({} if args.mcmc_sweeps is None else {"mcmc_sweeps": args.mcmc_sweeps}),
     )
     return format_diagnostics(result), args.run_dir
 

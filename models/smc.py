@@ -41,6 +41,7 @@ from typing import NamedTuple
 
 import torch
 
+from alternators_ppl.models.smc_moves import mcmc_moves
 from alternators_ppl.validation import check_positive_int
 
 __all__ = [
@@ -56,6 +57,8 @@ __all__ = [
 
 #: ways to draw smoothing paths from a filter run
 SMOOTHERS = ("auto", "ffbsi", "genealogy")
+#: default number of MCMC sweeps that rejuvenate smoothing draws (``smc_moves``)
+MCMC_SWEEPS = 0
 
 _HOOKS = ("x_dist", "z_dist", "alpha_schedule", "_step_alpha", "_prepare", "latent_dim")
 
@@ -235,7 +238,7 @@ def _filter(
     log_n = math.log(num)
     log_w = torch.full((num, batch), -log_n, dtype=x.dtype, device=x.device)
     log_marginal = x.new_zeros(batch)
-    zs, xs, lws, ancs, esss, flags = [z], [], [log_w], [], [], []
+    zs, xs, lws, ancs, esss, flags, norms = [z], [], [log_w], [], [], [], []
     for t in range(steps):
         x_dist = model.x_dist(z)  # one OTN call for all N x B particles
         if t == 0 and (x_dist.event_shape != () or x_dist.batch_shape[-1:] != (dim,)):
@@ -250,6 +253,7 @@ def _filter(
         log_v = log_w + log_px
         norm = torch.logsumexp(log_v, dim=0)  # (B,)
         log_marginal = log_marginal + norm
+        norms.append(norm)
         log_v = log_v - norm
         ess = torch.exp(-torch.logsumexp(2 * log_v, dim=0))
         resample = ess < ess_threshold * num
@@ -267,6 +271,7 @@ def _filter(
         ancs.append(ancestor)
         esss.append(ess)
         flags.append(resample)
+    _check_support(torch.stack(norms, dim=1), t0)
     if not history:
         zs, lws = zs[-1:], lws[-1:]
     return ParticleFilterResult(
@@ -279,6 +284,19 @@ def _filter(
         log_marginal=log_marginal,
         mask=mask,
     )
+
+
+def _check_support(norms: torch.Tensor, t0: int) -> None:
+    """One host check after the loop: a step whose N weights are all zero (or NaN) is an error
+    naming the sequence and step (norms: (B, T) log normalisers of the incremental weights)."""
+    bad = ~torch.isfinite(norms)
+    if bad.any():
+        b, t = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"x: every particle gives zero density to the observed entries of sequence {b} at "
+            f"step {t0 + t + 1}; the data lie outside what the model can emit (check their "
+            "scale, or use more particles)"
+        )
 
 
 def _initial(model, num: int, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -427,7 +445,11 @@ def _genealogy(result: ParticleFilterResult, num_samples: int) -> SmoothingPaths
 
 @torch.no_grad()
 def backward_simulation(
-    model, result: ParticleFilterResult, num_samples: int = 100, smoother: str = "auto"
+    model,
+    result: ParticleFilterResult,
+    num_samples: int = 100,
+    smoother: str = "auto",
+    mcmc_sweeps: int = MCMC_SWEEPS,
 ) -> SmoothingPaths:
     """Smoothing path draws (S, B, T+1, Dz) from a filter run with ``history=True``.
 
@@ -435,7 +457,10 @@ def backward_simulation(
     W_t^i p(x_{t+1}^* | z_t^i) p(z_{t+1}^* | z_t^i, x_{t+1}^*) (O(N S) per step);
     ``"genealogy"`` traces the ancestry of S particles drawn at T (cheap, degenerate far back);
     ``"auto"`` uses FFBSi except where it does not apply (a data-dependent alpha with missing
-    entries, whose alpha_t depends on imputed inputs). Draws use the global generator.
+    entries, whose alpha_t depends on imputed inputs). ``mcmc_sweeps`` Metropolis-within-Gibbs
+    sweeps (:func:`~alternators_ppl.models.smc_moves.mcmc_moves`, 0: none) then rejuvenate the
+    draws; they leave the smoothing posterior invariant and undo the collapse of backward
+    simulation onto few particles where sigma_z is small. Draws use the global generator.
     """
     _check_model(model)
     num_samples = check_positive_int(num_samples, "num_samples")
@@ -451,9 +476,16 @@ def backward_simulation(
             f"{type(model).__name__}: alpha_t depends on imputed inputs at missing entries, so "
             "the backward kernel is not Markov; use smoother='genealogy' (or 'auto')"
         )
+    if isinstance(mcmc_sweeps, bool) or not isinstance(mcmc_sweeps, int) or mcmc_sweeps < 0:
+        raise ValueError(f"mcmc_sweeps must be a non-negative integer, got {mcmc_sweeps!r}")
     if smoother == "genealogy" or (smoother == "auto" and non_markov):
-        return _genealogy(result, num_samples)
-    return _ffbsi(model, result, num_samples)
+        paths = _genealogy(result, num_samples)
+    else:
+        paths = _ffbsi(model, result, num_samples)
+    if mcmc_sweeps == 0:
+        return paths
+    z, x, _ = mcmc_moves(model, paths.z, paths.x, result.mask, mcmc_sweeps)
+    return SmoothingPaths(z, x)
 
 
 @torch.no_grad()
@@ -466,18 +498,20 @@ def smoothing_paths(
     seed: int | None = None,
     ess_threshold: float = 0.5,
     smoother: str = "auto",
+    mcmc_sweeps: int = MCMC_SWEEPS,
 ) -> SmoothingPaths:
     """Draws from p(z_{0:T}, x^mis | x^obs) given x (B, T, Dx): z (S, B, T+1, Dz) and the
     inputs x (S, B, T, Dx) along each path (data where observed, imputations elsewhere).
 
-    Runs :func:`particle_filter` then :func:`backward_simulation`; ``seed`` covers both.
+    Runs :func:`particle_filter` then :func:`backward_simulation` (with ``mcmc_sweeps``);
+    ``seed`` covers both.
     """
     _check_model(model)
     num_samples = check_positive_int(num_samples, "num_samples")
     _check_smoother(smoother)
     result = particle_filter(model, x, mask, num_particles, seed, ess_threshold)
     with _seeded(None if seed is None else seed + 1, result.particles.device):
-        return backward_simulation(model, result, num_samples, smoother)
+        return backward_simulation(model, result, num_samples, smoother, mcmc_sweeps)
 
 
 @torch.no_grad()
@@ -491,6 +525,7 @@ def smc_chains(
     seed: int | None = None,
     ess_threshold: float = 0.5,
     smoother: str = "auto",
+    mcmc_sweeps: int = MCMC_SWEEPS,
 ) -> SmoothingPaths:
     """Smoothing draws from ``num_chains`` independent particle systems, for R-hat/ESS.
 
@@ -504,7 +539,15 @@ def smc_chains(
     x_rep = x.repeat(num_chains, 1, 1)
     mask_rep = mask.repeat(num_chains, 1, 1)
     paths = smoothing_paths(
-        model, x_rep, mask_rep, num_draws, num_particles, seed, ess_threshold, smoother
+        model,
+        x_rep,
+        mask_rep,
+        num_draws,
+        num_particles,
+        seed,
+        ess_threshold,
+        smoother,
+        mcmc_sweeps,
     )
 
     def split(v: torch.Tensor) -> torch.Tensor:

@@ -38,9 +38,13 @@ from alternators_ppl.validation import (
 )
 
 __all__ = [
+    "DIAGNOSE_SWEEPS",
     "diagnose_run",
     "format_diagnostics",
 ]
+
+#: MCMC sweeps after backward simulation in ``diagnose`` (docs/smc.md: R-hat and ESS near t = 0)
+DIAGNOSE_SWEEPS = 10
 
 
 def _load_forecaster(run_dir: Path, device: torch.device):
@@ -76,13 +80,20 @@ def _fork_rng(device: torch.device):
 
 
 SAMPLERS = {
-    "smc": "smoothing posterior p(z | x): FFBSi draws; chains = independent particle systems",
+    "smc": "smoothing posterior p(z | x): FFBSi draws + MCMC sweeps; chains = independent "
+    "particle systems",
     "ancestral": "Alternator.infer_latents (exact independent draws; chains = batches)",
 }
 
 
 def _draw(
-    model, x: torch.Tensor, chains: int, draws: int, sampler: str = "smc", particles: int = 500
+    model,
+    x: torch.Tensor,
+    chains: int,
+    draws: int,
+    sampler: str = "smc",
+    particles: int = 500,
+    sweeps: int = 0,
 ):
     """Latent paths, predictive draws, pointwise log-lik and log p(x, z) per draw.
 
@@ -96,7 +107,10 @@ def _draw(
     batch, steps, _ = x.shape
     parts = list(chunks(chains * draws, batch * steps))
     if sampler == "smc":
-        z = smc_chains(model, x, num_chains=chains, num_draws=draws, num_particles=particles).z
+        z = smc_chains(
+            model, x, num_chains=chains, num_draws=draws, num_particles=particles,
+            mcmc_sweeps=sweeps,
+        ).z  # fmt: skip
         z = z.reshape(chains * draws, batch, steps + 1, -1)
     else:
         z = torch.cat(
@@ -136,7 +150,8 @@ _SAMPLER_TEXT = {
     "smc": (
         "The posterior draws are smoothing draws of p(z_{0:T} | x_{1:T}) (both networks: a "
         "fully adapted particle filter weighting by the OTN's p(x_t | z_{t-1}), then backward "
-        "simulation). Each chain is an independent particle system, so R-hat compares systems: "
+        "simulation and Metropolis-within-Gibbs sweeps that leave the posterior invariant). "
+        "Each chain is an independent particle system, so R-hat compares systems: "
         "values near 1 say the particle approximation is stable, large values say it is not "
         "(more particles). ESS counts the effective draws, which are correlated within a "
         "system. The posterior predictive x_t ~ p(x_t | z_{t-1}) uses z that saw all of x, so "
@@ -153,6 +168,16 @@ _SAMPLER_TEXT = {
 }
 
 
+def _smc_settings(r: dict) -> str:
+    if r["sampler"] != "smc":
+        return ""
+    return (
+        f" Here: {r['num_particles']} particles per system, {r['mcmc_sweeps']} sweeps (without "
+        "sweeps, backward simulation collapses onto few particles near t = 0 when sigma_z is "
+        "small, which shows as a large R-hat there)."
+    )
+
+
 def _report(result: dict, summary, run_dir: Path) -> str:
     r = result
     lines = [
@@ -162,7 +187,7 @@ def _report(result: dict, summary, run_dir: Path) -> str:
         f"sequences x {r['num_steps']} steps; {r['num_chains']} chains x {r['num_draws']} draws "
         f"of the latent path (seed {r['seed']}, {r['device']}).",
         "",
-        _SAMPLER_TEXT[r["sampler"]],
+        _SAMPLER_TEXT[r["sampler"]] + _smc_settings(r),
         "",
         f"## Posterior summary of z (sequence 0, time_z {r['summary_time_z']})",
         "",
@@ -264,6 +289,7 @@ def diagnose_run(
     seed: int | None = None,
     sampler: str = "smc",
     num_particles: int = 500,
+    mcmc_sweeps: int = DIAGNOSE_SWEEPS,
 ) -> dict:
     """ArviZ diagnostics of the forecaster of a ``lorenz`` run folder; return the key numbers.
 
@@ -271,14 +297,16 @@ def diagnose_run(
     regenerates the test split (the config's seed) and keeps its first ``num_sequences`` (None:
     all). Draws ``num_chains`` x ``num_draws`` latent paths. ``sampler="smc"`` (default): the
     smoothing posterior p(z | x) by FFBSi, each chain an independent particle system of
-    ``num_particles`` particles, so R-hat and ESS test whether the systems agree (too few
-    particles fail them). ``sampler="ancestral"``: ``infer_latents``' conditioned recursion,
-    exact independent draws in independent batches (R-hat/ESS then only check plumbing). The
-    posterior predictive is x_t ~ p(x_t | z_{t-1}) per path; the pointwise
-    log-likelihood is log p(x_t | z_{t-1}); sample_stats "lp" is log p(x, z) summed over
-    sequences. Writes ``run_dir/diagnostics.nc`` (InferenceData), ``diagnostics.md`` (z summary
-    at a few time points, ESS/R-hat ranges, PSIS-LOO over time points with its caveat, 50/90%
-    coverage and PIT counts of the one-step predictive) and ``figures/{pit,trace_rank,ppc}.png``.
+    ``num_particles`` particles whose backward-simulation draws get ``mcmc_sweeps`` MCMC sweeps
+    (:func:`~alternators_ppl.models.smc_moves.mcmc_moves`), so R-hat and ESS test whether the
+    systems agree (too few particles or sweeps fail them). ``sampler="ancestral"``:
+    ``infer_latents``' conditioned recursion, exact independent draws in independent batches
+    (R-hat/ESS then only check plumbing). The posterior predictive is x_t ~ p(x_t | z_{t-1}) per
+    path; the pointwise log-likelihood is log p(x_t | z_{t-1}); sample_stats "lp" is log p(x, z)
+    summed over sequences. Writes ``run_dir/diagnostics.nc`` (InferenceData), ``diagnostics.md``
+    (z summary at a few time points, ESS/R-hat ranges, PSIS-LOO over time points with its
+    caveat, 50/90% coverage and PIT counts of the one-step predictive) and
+    ``figures/{pit,trace_rank,ppc}.png``.
 
     The model and the draws live on ``device``; diagnostics.nc is written last, so its presence
     marks a finished diagnosis. Raises ``FileNotFoundError`` without config.json or the
@@ -300,6 +328,8 @@ def diagnose_run(
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     num_particles = check_positive_int(num_particles, "num_particles")
+    if isinstance(mcmc_sweeps, bool) or not isinstance(mcmc_sweeps, int) or mcmc_sweeps < 0:
+        raise ValueError(f"mcmc_sweeps must be a non-negative integer, got {mcmc_sweeps!r}")
     device = resolve_device(device)
     netcdf = run_dir / "diagnostics.nc"
     # model initialisation and the draws run on a forked random state: the caller's is untouched
@@ -314,7 +344,7 @@ def diagnose_run(
         torch.manual_seed(seed)
         with torch.no_grad():
             z, x_pred, log_lik, lp = _draw(
-                model, x, num_chains, num_draws, sampler, num_particles
+                model, x, num_chains, num_draws, sampler, num_particles, mcmc_sweeps
             )
     idata = to_inference_data(
         z=z,
@@ -372,6 +402,7 @@ def diagnose_run(
         "num_draws": num_draws,
         "sampler": sampler,
         "num_particles": num_particles if sampler == "smc" else None,
+        "mcmc_sweeps": mcmc_sweeps if sampler == "smc" else None,
         "num_sequences": batch,
         "num_steps": steps,
         "summary_time_z": summary_times,

@@ -239,18 +239,23 @@ def test_diagnose_on_cuda(diagnosed, tmp_path):
 
 
 def test_r_hat_across_particle_systems_can_fail(lorenz_run, tmp_path):
-    """With 2 particles per system the systems disagree and R-hat says so; with 500 it is
-    near 1 (R-hat of independent ancestral draws could never fail)."""
-    from alternators_ppl.experiments.diagnose import diagnose_run
+    """With 2 particles per system and no MCMC sweeps the systems disagree and R-hat says so;
+    the sweeps (default) and 500 particles bring it down (R-hat of independent ancestral draws
+    could never fail)."""
+    from alternators_ppl.experiments.diagnose import DIAGNOSE_SWEEPS, diagnose_run
 
-    def rhat_max(particles: int, folder: str) -> float:
+    def rhat_max(particles: int, folder: str, sweeps: int) -> float:
         run = shutil.copytree(lorenz_run, tmp_path / folder)
         result = diagnose_run(
             run, num_chains=4, num_draws=20, overwrite=True, num_sequences=2,
-            num_particles=particles,
+            num_particles=particles, mcmc_sweeps=sweeps,
         )
-        assert result["sampler"] == "smc"
+        assert result["sampler"] == "smc" and result["mcmc_sweeps"] == sweeps
+        text = (run / "diagnostics.md").read_text()
+        assert f"{particles} particles per system, {sweeps} sweeps" in text
         return result["rhat"][2]
 
-    assert rhat_max(2, "few") > 1.2
-    assert rhat_max(500, "many") < rhat_max(2, "few2")
+    few = rhat_max(2, "few", 0)
+    assert few > 1.2
+    assert rhat_max(2, "few-swept", DIAGNOSE_SWEEPS) < few
+    assert rhat_max(500, "many", 0) < few
