@@ -3,7 +3,7 @@
 guides (paths and Bayesian globals). NUTS lives in
 ``alternators_ppl.inference.nuts`` (imported on demand: it loads JAX)."""
 
-from alternators_ppl.inference.calibration import calibrate_noise
+from alternators_ppl.inference.calibration import apply_noise, calibrate_noise
 from alternators_ppl.inference.checkpoint import load_checkpoint, save_checkpoint
 from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.inference.guides import FilteringGuide, SmoothingGuide
@@ -23,6 +23,7 @@ from alternators_ppl.inference.training import NonFiniteLossError, fit, warmup_c
 from alternators_ppl.models.smc import particle_filter, smc_chains, smc_forecast, smoothing_paths
 
 __all__ = [
+    "apply_noise",
     "calibrate_noise",
     "fit",
     "fit_dmm",

@@ -31,7 +31,7 @@ from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.models.smc import particle_filter
 from alternators_ppl.validation import check_positive_int
 
-__all__ = ["calibrate_noise", "DEFAULT_GRIDS"]
+__all__ = ["apply_noise", "calibrate_noise", "DEFAULT_GRIDS"]
 
 #: search grids: c (scale of the per-dimension residual sd), sigma_z, u = alpha / (1 - sigma_z^2)
 DEFAULT_GRIDS = {
@@ -216,3 +216,19 @@ def calibrate_noise(
         "preserve_mean": bool(preserve_mean),
         "sequences": int(x.shape[0]),
     }
+
+
+@torch.no_grad()
+def apply_noise(model: Alternator, report: dict) -> None:
+    """Set the noise that :func:`calibrate_noise` chose (its ``report``: ``sigma_x`` (Dx,),
+    ``sigma_z``, ``alpha``, ``preserve_mean``) on a model holding the weights it was trained
+    with (a run's checkpoint), in place, rescaling the OTN output layer as the calibration did,
+    so the model equals the calibrated one."""
+    if not isinstance(model, Alternator):
+        raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
+    layer = _last_linear(model.otn) if report.get("preserve_mean", True) else None
+    base = None if layer is None else [p.detach().clone() for p in layer.parameters()]
+    _apply(
+        model, layer, base, model.sigma_x_values(), report["sigma_x"], report["sigma_z"],
+        report["alpha"],
+    )  # fmt: skip

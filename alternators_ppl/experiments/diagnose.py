@@ -30,7 +30,7 @@ from alternators_ppl.evaluation.inference_data import (
     to_inference_data,
 )
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
-from alternators_ppl.inference import load_checkpoint
+from alternators_ppl.inference import apply_noise, load_checkpoint
 from alternators_ppl.models.smc import smc_chains
 from alternators_ppl.runs import atomic_write, resolve_device
 from alternators_ppl.validation import (
@@ -71,7 +71,21 @@ def _load_forecaster(run_dir: Path, device: torch.device):
     except (RuntimeError, KeyError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{checkpoint} does not fit the model of config.json: {first}") from err
+    noise = _calibrated_noise(run_dir)
+    if noise is not None:  # the checkpoint holds the weights before the noise calibration
+        apply_noise(model, noise)
     return cfg, model, checkpoint
+
+
+def _calibrated_noise(run_dir: Path) -> dict | None:
+    """The forecaster's noise calibration recorded in ``calibration.json`` (None without)."""
+    path = run_dir / "calibration.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("noise")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{path} is not a calibration report: {err}") from err
 
 
 def _fork_rng(device: torch.device):
@@ -293,7 +307,8 @@ def diagnose_run(
 ) -> dict:
     """ArviZ diagnostics of the forecaster of a ``lorenz`` run folder; return the key numbers.
 
-    Rebuilds the Alternator from ``config.json`` and ``checkpoints/forecaster/best.pt``,
+    Rebuilds the Alternator from ``config.json`` and ``checkpoints/forecaster/best.pt``, with
+    the noise the run calibrated (``calibration.json``, through ``apply_noise``),
     regenerates the test split (the config's seed) and keeps its first ``num_sequences`` (None:
     all). Draws ``num_chains`` x ``num_draws`` latent paths. ``sampler="smc"`` (default): the
     smoothing posterior p(z | x) by FFBSi, each chain an independent particle system of
