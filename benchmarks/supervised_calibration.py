@@ -9,7 +9,8 @@ validation span that ``auto`` held out. Held-out R^2 (mean of ``--draws`` draws,
 RMSE and 90% coverage per coordinate of ``infer_latents`` with ``method="ancestral"`` and
 ``"smc"`` (256 particles).
 
-    python -m benchmarks.supervised_calibration --seed 0 [--alphas 0.9] [--draws 20] [--state PATH] [--out PATH]
+    python -m benchmarks.supervised_calibration --seed 0 [--alphas 0.9] [--draws 20]
+        [--state PATH] [--out PATH]
 
 One thread; prints one JSON record (last line) and writes it to ``--out`` (default
 ``benchmarks/results/supervised-calibration-<seed>.json``).
