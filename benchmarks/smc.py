@@ -358,7 +358,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument(
         "--calibration",
-        choices=("none", "joint_mle", "latent_crps"),
+        choices=("none", "joint_mle", "latent_crps", "latent_dss"),
         default="latent_crps",
         help="spikes: calibrate_supervised criterion",
     )

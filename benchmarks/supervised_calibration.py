@@ -49,6 +49,7 @@ def main(argv=None) -> None:
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--calibrations", default="none,joint_mle,latent_crps,latent_dss")
     parser.add_argument("--state", default=None, help="cache of the trained weights and alpha")
     args = parser.parse_args(argv)
     single_thread()
@@ -74,7 +75,7 @@ def main(argv=None) -> None:
     _, (x_val, z_val, mask_val) = split_validation(x, z, mask)
     x_test, z_test = torch.as_tensor(task.x_test), torch.as_tensor(task.z_test[0])
     trained = copy.deepcopy(model.state_dict()), model.alpha_values[0]
-    for calibration in ("none", "joint_mle", "latent_crps"):
+    for calibration in args.calibrations.split(","):
         model.set_noise(sigma_x=0.3, sigma_z=0.1, alpha=trained[1])  # before: no sigma_x buffer
         model.load_state_dict(trained[0])
         row = {}
