@@ -27,7 +27,8 @@ Criteria (``criterion=``):
   grids. ``"latent_dss"``: the same search minimising the Dawid-Sebastiani score (the log
   score of a Gaussian with the draws' mean and variance per entry) instead. Needed because
   the joint likelihood treats the Dx residuals as independent: with correlated features
-  (lagged and smoothed spike counts) it counts the same information several times and the posterior of z is too narrow; c_x > 1 tempers it.
+  (lagged and smoothed spike counts) it counts the same information several times and the
+  posterior of z is too narrow; c_x > 1 tempers it.
 """
 
 from __future__ import annotations
