@@ -3,7 +3,7 @@
     python -m benchmarks.smc --item linear     [--repeats 20] [--out PATH]
     python -m benchmarks.smc --item lorenz     [--budget-s 90] [--particles 256] [--out PATH]
     python -m benchmarks.smc --item spikes     [--budget-s 90] [--particles 256] [--out PATH]
-                                               [--calibration latent_crps] [--state PATH]
+                                               [--calibration latent_dss] [--state PATH]
     python -m benchmarks.smc --item throughput [--device cpu|cuda] [--out PATH]
 
 ``linear``: a linear Alternator (``tests.oracles.linear_alternator``, Dx = Dz = 2), 20 sequences
@@ -359,7 +359,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--calibration",
         choices=("none", "joint_mle", "latent_crps", "latent_dss"),
-        default="latent_crps",
+        default="latent_dss",
         help="spikes: calibrate_supervised criterion",
     )
     parser.add_argument("--state", default=None, help="spikes: cache of the trained decoder")

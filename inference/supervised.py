@@ -171,7 +171,8 @@ def decoding_error(model, x, z, mask=None, num_samples: int = 8, seed: int = 0) 
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        draws = model.infer_latents(x, mask, num_samples=num_samples)[:, :, 1:]
+        draws = model.infer_latents(x, mask, num_samples=num_samples, method="ancestral")
+        draws = draws[:, :, 1:]
     return (draws.mean(0) - z).square().mean().item()
 
 
@@ -228,6 +229,7 @@ def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, m
     if calibrate is True or (calibrate == "auto" and can_calibrate_supervised(model)):
         calibration = calibrate_supervised(model, x_val, z_val, mask_val,
                                            seed=fit_kwargs.get("seed") or 0)  # fmt: skip
+        model.latent_method = calibration["latent_method"] = "smc"
     if checkpoint_dir is not None:  # the winner's checkpoints where a plain fit puts them
         folder = Path(checkpoint_dir)
         for name in ("best.pt", "last.pt"):

@@ -21,11 +21,11 @@ Criteria (``criterion=``):
   with the means fixed: sigma_x,d^2 = the mean squared residual of x_t,d about x_loc(z_{t-1})
   and sigma_z^2 = the mean squared residual of z_t about z_loc(x_t, z_{t-1}) (closed form,
   :func:`supervised_noise_mle`; clipped to the valid ranges).
-- ``"latent_crps"`` (default): starting from the joint MLE, the scalar multipliers c_x (on
-  every sigma_x,d) and c_z (on sigma_z) that minimise the CRPS of the SMC smoothing posterior
-  p(z | x_val) (``smoothing_paths``, fixed seed) against z_val, by coordinate search over
-  grids. ``"latent_dss"``: the same search minimising the Dawid-Sebastiani score (the log
-  score of a Gaussian with the draws' mean and variance per entry) instead. Needed because
+- ``"latent_dss"`` (default): starting from the joint MLE, the scalar multipliers c_x (on
+  every sigma_x,d) and c_z (on sigma_z) that minimise the Dawid-Sebastiani score (the log
+  score of a Gaussian with the draws' mean and variance, per entry) of the SMC smoothing
+  posterior p(z | x_val) (``smoothing_paths``, fixed seed) against z_val, by coordinate
+  search over grids. ``"latent_crps"``: the same search minimising the CRPS. Needed because
   the joint likelihood treats the Dx residuals as independent: with correlated features
   (lagged and smoothed spike counts) it counts the same information several times and the
   posterior of z is too narrow; c_x > 1 tempers it.
@@ -191,7 +191,7 @@ def calibrate_supervised(
     z_val,
     mask_val=None,
     *,
-    criterion: str = "latent_crps",
+    criterion: str = "latent_dss",
     num_particles: int = 128,
     num_samples: int = 64,
     seed: int = 0,
@@ -204,15 +204,15 @@ def calibrate_supervised(
     (module docstring: alpha moves so that the decay stays; alpha + sigma_z^2 < 1 holds).
 
     ``criterion``: ``"joint_mle"`` (closed form, :func:`supervised_noise_mle`) or
-    ``"latent_crps"`` (default: multipliers c_x, c_z of that MLE from ``grids``, keys ``c_x``
+    ``"latent_dss"`` (default: multipliers c_x, c_z of that MLE from ``grids``, keys ``c_x``
     and ``c_z``, defaults :data:`DEFAULT_SCALE_GRIDS`, chosen by ``sweeps`` rounds of
-    coordinate search minimising the mean CRPS (``"latent_dss"``: the Dawid-Sebastiani
-    score) of ``num_samples`` SMC smoothing draws
+    coordinate search minimising the mean Dawid-Sebastiani score (``"latent_crps"``: the
+    CRPS) of ``num_samples`` SMC smoothing draws
     (``num_particles``, fixed ``seed``) of z given x_val against z_val). ``max_sequences``
     (default 16, None = all) scores that many evenly spaced validation sequences in the
     search. Returns a JSON-ready report: ``criterion``, the chosen ``sigma_x`` (list),
     ``sigma_z``, ``alpha``, the ``mle`` values, ``c_x``, ``c_z``, the previous ``before``
-    scales and, for ``"latent_crps"``, the CRPS ``score_before`` / ``score_after`` and
+    scales and, for the latent criteria, the score ``score_before`` / ``score_after`` and
     ``evaluations``.
     """
     if criterion not in SUPERVISED_CRITERIA:
@@ -270,7 +270,7 @@ def calibrate_supervised(
         raise
     if not math.isfinite(best[0]):
         noise.restore()
-        raise ValueError("every candidate gave a non-finite CRPS on the validation data")
+        raise ValueError("every candidate gave a non-finite score on the validation data")
     noise.apply(*noise.clip(base_x * best[1], mle["sigma_z"] * best[2]))
     return {
         **report,

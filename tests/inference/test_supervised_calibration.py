@@ -120,17 +120,18 @@ def test_calibrated_smc_posterior_covers_the_true_path():
     x_val, z_val, x_test, z_test = x[:15], z[:15, 1:], x[15:], z[15:, 1:]
     model = _with_noise(truth, 0.05, 0.05)  # the means right, the noise overconfident
     before = _coverage(model, x_test, z_test)
-    report = calibrate_supervised(model, x_val, z_val, num_particles=64, num_samples=32, sweeps=1)
+    report = calibrate_supervised(model, x_val, z_val, num_particles=64, num_samples=32)
     after = _coverage(model, x_test, z_test)
     assert before < 0.7, before
     assert 0.85 <= after <= 0.95, (after, report)
     assert report["score_after"] <= report["score_before"]
 
 
-def test_latent_crps_tempers_correlated_features():
+@pytest.mark.parametrize("criterion", ["latent_dss", "latent_crps"])
+def test_latent_score_tempers_correlated_features(criterion):
     """x holds each coordinate 4 times (perfectly correlated noise): the per-dimension MLE is
     right per dimension, but the diagonal likelihood counts each value 4 times and its
-    posterior is too narrow; the latent CRPS picks c_x near sqrt(4) = 2 and covers."""
+    posterior is too narrow; the latent score picks c_x near sqrt(4) = 2 and covers."""
     truth = _truth(2, 2, sigma_x=(0.5, 0.5))
     x, z = _simulate(truth, 30, 40, seed=4)
     copies = 4
@@ -146,7 +147,8 @@ def test_latent_crps_tempers_correlated_features():
     x_val, z_val, x_test, z_test = x4[:15], z[:15, 1:], x4[15:], z[15:, 1:]
     mle_model = copy.deepcopy(model)
     calibrate_supervised(mle_model, x_val, z_val, criterion="joint_mle")
-    report = calibrate_supervised(model, x_val, z_val, num_particles=64, num_samples=32, sweeps=1)
+    report = calibrate_supervised(model, x_val, z_val, criterion=criterion, num_particles=64,
+                                  num_samples=32)  # fmt: skip
     assert _coverage(mle_model, x_test, z_test) < 0.8
     assert 1.5 <= report["c_x"] <= 3.0, report["c_x"]
     assert 0.85 <= _coverage(model, x_test, z_test) <= 0.95
@@ -161,14 +163,16 @@ def test_fit_records_the_calibration_and_can_skip_it(tmp_path):
     model = Alternator(3, 2, hidden=(8,)).double()
     history = fit(model, x, z_train=z, checkpoint_dir=tmp_path, **settings)
     cal = history.calibration
-    assert cal["criterion"] == "latent_crps"
+    assert cal["criterion"] == "latent_dss" and cal["latent_method"] == "smc"
+    assert model.latent_method == "smc"  # infer_latents now draws the calibrated posterior
     assert model.sigma_x_values() == pytest.approx(cal["sigma_x"])
     assert model.alpha_values[0] + model.sigma_z**2 < 1
-    assert (tmp_path / "selection.json").read_text().count("latent_crps") == 1
+    assert (tmp_path / "selection.json").read_text().count("latent_dss") == 1
     torch.manual_seed(0)
     plain = Alternator(3, 2, hidden=(8,)).double()
     history = fit(plain, x, z_train=z, calibrate=False, **settings)
     assert history.calibration is None and plain.sigma_x == 0.3
+    assert plain.latent_method == "ancestral"
 
 
 def test_bad_input():
