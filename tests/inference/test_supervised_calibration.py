@@ -189,3 +189,13 @@ def test_bad_input():
         calibrate_supervised(odd, x, z[:, 1:])
     with pytest.raises(ValueError, match="calibrate=True"):
         fit(model, x, z_train=z[:, 1:], supervised="teacher-forcing", calibrate=True, epochs=1)
+
+
+@pytest.mark.gpu
+def test_calibrate_supervised_on_cuda():
+    truth = _truth().to("cuda")
+    x, z = _simulate(truth, 8, 30, seed=8)
+    model = _with_noise(truth.cpu(), 0.3, 0.1).to("cuda")
+    report = calibrate_supervised(model, x, z[:, 1:], num_particles=32, num_samples=16)
+    assert model.sigma_x.device.type == "cuda" and report["alpha"] + report["sigma_z"] ** 2 < 1
+    assert model.infer_latents(x, num_samples=4, method="smc").device.type == "cuda"
