@@ -3,6 +3,7 @@
     python -m benchmarks.smc --item linear     [--repeats 20] [--out PATH]
     python -m benchmarks.smc --item lorenz     [--budget-s 90] [--particles 256] [--out PATH]
     python -m benchmarks.smc --item spikes     [--budget-s 90] [--particles 256] [--out PATH]
+                                               [--calibration latent_dss] [--state PATH]
     python -m benchmarks.smc --item throughput [--device cpu|cuda] [--out PATH]
 
 ``linear``: a linear Alternator (``tests.oracles.linear_alternator``, Dx = Dz = 2), 20 sequences
@@ -22,10 +23,13 @@ CRPS, 90% coverage; 200 draws) with ``method="smc"`` and ``"ancestral"``, and a 
 of the test trajectories.
 
 ``spikes``: the main job's decoder (100 Poisson neurons driven by one Lorenz trajectory, the
-state observed in training, 100 epochs or ``--budget-s``); 90% coverage, RMSE and R^2 per
-coordinate of the latent draws (200) on the held-out test span, ``method="smc"`` vs
-``"ancestral"`` (``score_latents``); the filter's ESS (fraction of N per step) and the 90%
-coverage of its weighted filtering quantiles, with N and 4N particles.
+state observed in training; ``fit(..., z_train=...)``'s alpha selection, 100 epochs or
+``--budget-s`` per alpha candidate, ``calibrate=False``; cached in ``--state`` so that several
+``--calibration`` settings score the same weights), then ``calibrate_supervised`` with
+``--calibration`` (``none`` = the scales Eq. 12 trained with) on the main job's validation
+windows; 90% coverage, RMSE and R^2 per coordinate of the latent draws (200) on the held-out
+test span, ``method="smc"`` vs ``"ancestral"`` (``score_latents``); the filter's ESS
+(fraction of N per step) and the 90% coverage of its weighted filtering quantiles.
 
 ``throughput``: particles x steps per second of the particle filter (N x B particles, T steps)
 against ancestral sampling of the same number of trajectories (``Alternator.sample``), and of
@@ -194,17 +198,28 @@ def _lorenz(args) -> dict:
     return record
 
 
-def _spikes(args) -> dict:
-    from alternators_ppl.evaluation.scoring import score_latents
-    from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
+def _spikes_model(args, cfg, task):
+    """The main job's decoder, trained by ``fit(..., z_train=...)`` (alpha selection) without
+    noise calibration; cached in ``--state`` (weights, alpha) when given."""
+    from alternators_ppl.experiments.lorenz import build_alternator
     from alternators_ppl.inference import fit
 
-    cfg = LorenzJobConfig(seed=args.seed)
-    task = cfg.spikes_task()
+    model = build_alternator(cfg, cfg.num_neurons, 3, "cpu")
+    if args.state and Path(args.state).exists():
+        saved = torch.load(args.state, weights_only=False)
+        model.load_state_dict(saved["state"])
+        model.set_noise(alpha=saved["alpha"])
+        return model.eval(), saved["train_seconds"]
     num_val = max(1, len(task.x_train) // 7)  # as the main job: the last windows validate
     torch.manual_seed(args.seed)
-    model = build_alternator(cfg, cfg.num_neurons, 3, "cpu")
     tic = time.perf_counter()
+    clock = {"start": tic}
+
+    def budget(epoch, history):  # --budget-s per alpha candidate
+        if epoch == 0:
+            clock["start"] = time.perf_counter()
+        return time.perf_counter() - clock["start"] >= args.budget_s
+
     fit(
         model,
         task.x_train[:-num_val],
@@ -216,9 +231,37 @@ def _spikes(args) -> dict:
         batch_size=cfg.decoder_batch_size,
         seed=args.seed,
         progress=False,
-        callback=lambda epoch, h: time.perf_counter() - tic >= args.budget_s,
+        callback=budget,
+        calibrate=False,
     )
-    record = {"item": "spikes", "seed": args.seed, "train_seconds": time.perf_counter() - tic}
+    seconds = time.perf_counter() - tic
+    if args.state:
+        state = {"state": model.state_dict(), "alpha": model.alpha_values[0]}
+        torch.save({**state, "train_seconds": seconds}, args.state)
+    return model, seconds
+
+
+def _spikes(args) -> dict:
+    from alternators_ppl.evaluation.scoring import score_latents
+    from alternators_ppl.experiments.lorenz import LorenzJobConfig
+    from alternators_ppl.inference import calibrate_supervised
+    from alternators_ppl.models.smc import particle_filter
+
+    cfg = LorenzJobConfig(seed=args.seed)
+    task = cfg.spikes_task()
+    model, train_seconds = _spikes_model(args, cfg, task)
+    record = {"item": "spikes", "seed": args.seed, "train_seconds": train_seconds,
+              "alpha_selected": model.alpha_values[0], "calibration": args.calibration}  # fmt: skip
+    if args.calibration != "none":
+        num_val = max(1, len(task.x_train) // 7)
+        tic = time.perf_counter()
+        report = calibrate_supervised(
+            model, task.x_train[-num_val:], task.z_train[-num_val:],
+            criterion=args.calibration, seed=args.seed,
+        )  # fmt: skip
+        report["seconds"] = time.perf_counter() - tic
+        report["sigma_x_median"] = float(torch.tensor(report["sigma_x"]).median())
+        record["calibration_report"] = {k: v for k, v in report.items() if k != "mle"}
     x_test = torch.as_tensor(task.x_test)
     z_true = torch.as_tensor(task.z_test[0])
     for method in ("smc", "ancestral"):
@@ -229,25 +272,23 @@ def _spikes(args) -> dict:
         )[:, 0, 1:]
         record[method] = {**score_latents(z, z_true), "seconds": time.perf_counter() - tic}
     # how degenerate the filter is: ESS of the incremental weights per step, as a fraction of N
-    from alternators_ppl.models.smc import particle_filter
-
-    for particles in (args.particles, 4 * args.particles):
-        result = particle_filter(model, x_test, num_particles=particles, seed=args.seed)
-        ess = result.ess[0] / particles
-        weights = result.log_weights[:, 0, 1:].exp()  # filtering coverage of z_t, weighted draws
-        order = result.particles[:, 0, 1:].argsort(0)
-        sorted_z = result.particles[:, 0, 1:].gather(0, order)
-        cdf = weights.unsqueeze(-1).expand_as(sorted_z).gather(0, order).cumsum(0)
-        lo = sorted_z.gather(0, (cdf < 0.05).sum(0, keepdim=True).clamp_max(particles - 1))[0]
-        hi = sorted_z.gather(0, (cdf < 0.95).sum(0, keepdim=True).clamp_max(particles - 1))[0]
-        inside = ((z_true >= lo) & (z_true <= hi)).double().mean(0)
-        record[f"filter_{particles}"] = {
-            "ess_fraction_median": ess.median().item(),
-            "ess_fraction_p10": ess.quantile(0.1).item(),
-            "resampled_fraction": result.resampled.double().mean().item(),
-            "filtering_coverage_90": inside.tolist(),
-            "log_likelihood_per_step": (result.log_marginal / x_test.shape[1]).item(),
-        }
+    particles = args.particles
+    result = particle_filter(model, x_test, num_particles=particles, seed=args.seed)
+    ess = result.ess[0] / particles
+    weights = result.log_weights[:, 0, 1:].exp()  # filtering coverage of z_t, weighted draws
+    order = result.particles[:, 0, 1:].argsort(0)
+    sorted_z = result.particles[:, 0, 1:].gather(0, order)
+    cdf = weights.unsqueeze(-1).expand_as(sorted_z).gather(0, order).cumsum(0)
+    lo = sorted_z.gather(0, (cdf < 0.05).sum(0, keepdim=True).clamp_max(particles - 1))[0]
+    hi = sorted_z.gather(0, (cdf < 0.95).sum(0, keepdim=True).clamp_max(particles - 1))[0]
+    inside = ((z_true >= lo) & (z_true <= hi)).double().mean(0)
+    record[f"filter_{particles}"] = {
+        "ess_fraction_median": ess.median().item(),
+        "ess_fraction_p10": ess.quantile(0.1).item(),
+        "resampled_fraction": result.resampled.double().mean().item(),
+        "filtering_coverage_90": inside.tolist(),
+        "log_likelihood_per_step": (result.log_marginal / x_test.shape[1]).item(),
+    }
     return record
 
 
@@ -315,6 +356,13 @@ def main(argv=None) -> None:
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--calibration",
+        choices=("none", "joint_mle", "latent_crps", "latent_dss"),
+        default="latent_dss",
+        help="spikes: calibrate_supervised criterion",
+    )
+    parser.add_argument("--state", default=None, help="spikes: cache of the trained decoder")
     args = parser.parse_args(argv)
     single_thread()
     if args.item in ("lorenz", "spikes"):

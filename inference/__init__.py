@@ -9,6 +9,7 @@ from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.inference.guides import FilteringGuide, SmoothingGuide
 from alternators_ppl.inference.hyperprior_guide import GLOBAL_GUIDES, HyperpriorGuide
 from alternators_ppl.inference.loop import Checkpointing, History, run_epochs
+from alternators_ppl.inference.supervised_calibration import calibrate_supervised
 from alternators_ppl.inference.svi import (
     ELBOS,
     elbo_samples,
@@ -25,6 +26,7 @@ from alternators_ppl.models.smc import particle_filter, smc_chains, smc_forecast
 __all__ = [
     "apply_noise",
     "calibrate_noise",
+    "calibrate_supervised",
     "fit",
     "fit_dmm",
     "run_epochs",

@@ -25,6 +25,10 @@ from pathlib import Path
 
 import torch
 
+from alternators_ppl.inference.supervised_calibration import (
+    calibrate_supervised,
+    can_calibrate_supervised,
+)
 from alternators_ppl.inference.training import History
 from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.runs import atomic_write, write_json
@@ -167,17 +171,23 @@ def decoding_error(model, x, z, mask=None, num_samples: int = 8, seed: int = 0) 
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        draws = model.infer_latents(x, mask, num_samples=num_samples)[:, :, 1:]
+        draws = model.infer_latents(x, mask, num_samples=num_samples, method="ancestral")
+        draws = draws[:, :, 1:]
     return (draws.mean(0) - z).square().mean().item()
 
 
 def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, mask_val=None,
-             grid=ALPHA_GRID, **fit_kwargs) -> SupervisedHistory:  # fmt: skip
+             grid=ALPHA_GRID, calibrate=True, **fit_kwargs) -> SupervisedHistory:  # fmt: skip
     """The ``supervised="auto"`` path (module docstring) on checked tensors; ``fit`` is the
     trainer and ``fit_kwargs`` its settings (``checkpoint_dir`` gets one folder per alpha,
     ``alpha-<value>/``; the winner's ``best.pt`` and ``last.pt`` are copied to
     ``checkpoint_dir`` itself, with ``selection.json``: checkpoints hold weights, not alpha).
-    Models whose alpha is not one constant keep theirs (the grid is just that value)."""
+    Models whose alpha is not one constant keep theirs (the grid is just that value).
+    ``calibrate`` (True or "auto"; False skips): the winner's sigma_x (per dimension) and
+    sigma_z are then chosen on the unwindowed validation span by
+    :func:`~alternators_ppl.inference.supervised_calibration.calibrate_supervised` (means
+    kept; alpha moves with sigma_z so the decay stays), recorded in ``history.calibration``
+    and ``selection.json``; "auto" skips models it does not apply to, True insists."""
     if x_val is None:
         (x_train, z_train, mask_train), (x_val, z_val, mask_val) = split_validation(
             x_train, z_train, mask_train
@@ -215,12 +225,18 @@ def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, m
     if _can_set_alpha(model):
         model.alpha_values = (alpha,)
     model.eval()
+    calibration = None
+    if calibrate is True or (calibrate == "auto" and can_calibrate_supervised(model)):
+        calibration = calibrate_supervised(model, x_val, z_val, mask_val,
+                                           seed=fit_kwargs.get("seed") or 0)  # fmt: skip
+        model.latent_method = calibration["latent_method"] = "smc"
     if checkpoint_dir is not None:  # the winner's checkpoints where a plain fit puts them
         folder = Path(checkpoint_dir)
         for name in ("best.pt", "last.pt"):
             source = folder / f"alpha-{alpha:g}" / name
             atomic_write(folder / name, lambda tmp, src=source: shutil.copyfile(src, tmp))
         table = {str(k): v for k, v in scores.items()}
-        write_json(folder / "selection.json", {"alpha": alpha, "alpha_scores": table})
-    record = {k: v for k, v in history.to_dict().items() if k != "epochs_run"}
-    return SupervisedHistory(**record, alpha=alpha, alpha_scores=scores)
+        write_json(folder / "selection.json",
+                   {"alpha": alpha, "alpha_scores": table, "calibration": calibration})  # fmt: skip
+    record = {k: v for k, v in history.to_dict().items() if k not in ("epochs_run", "calibration")}
+    return SupervisedHistory(**record, alpha=alpha, alpha_scores=scores, calibration=calibration)

@@ -136,7 +136,10 @@ def fit(
     (the Alternator's own observation mean; an OTN without a linear output layer, e.g. a
     convolutional decoder, cannot keep its mean fixed, so its mean moves with sigma_x and the
     selection accounts for it); ``True`` insists (an error when it cannot);
-    ``False`` is the paper's plain Eq. 12 with the scales fixed.
+    ``False`` is the paper's plain Eq. 12 with the scales fixed. With ``z_train`` and
+    ``supervised="auto"``, ``"auto"`` and ``True`` select sigma_x (per dimension) and sigma_z
+    on the validation span with z observed instead
+    (:func:`~alternators_ppl.inference.supervised_calibration.calibrate_supervised`).
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -150,8 +153,10 @@ def fit(
         raise ValueError("supervised training with validation needs both x_val and z_val")
     if calibrate not in (True, False, "auto"):
         raise ValueError(f"calibrate must be True, False or 'auto', got {calibrate!r}")
-    if calibrate is True and (x_val is None or z_train is not None):
-        raise ValueError("calibrate=True needs x_val and no z_train (it selects noise on x_val)")
+    if calibrate is True and z_train is None and x_val is None:
+        raise ValueError("calibrate=True needs x_val (it selects noise on x_val)")
+    if calibrate is True and z_train is not None and (supervised != "auto" or loss_fn):
+        raise ValueError("calibrate=True with z_train needs supervised='auto' and no loss_fn")
     if resume and checkpoint_dir is None:
         raise ValueError("resume needs checkpoint_dir")
     if device is not None:
@@ -172,7 +177,7 @@ def fit(
         settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                         progress=progress, checkpoint_dir=checkpoint_dir, lr_min=lr_min,
                         warmup_epochs=warmup_epochs, clip_norm=clip_norm, callback=callback,
-                        resume=resume, budget_s=budget_s)  # fmt: skip
+                        resume=resume, budget_s=budget_s, calibrate=calibrate)  # fmt: skip
         return sup.fit_auto(fit, model, x_train, z_train, mask_train, x_val, z_val, mask_val,
                             **settings)  # fmt: skip
     if z_train is not None and loss_fn is None and supervised == "free-running":

@@ -538,13 +538,17 @@ class Alternator(NoiseScales, PyroModule):
         x_full = torch.cat([x_context, tail], dim=1)
         return self._posterior_rollout(x_full, None, num_samples)[1][:, :, -horizon:]
 
+    #: ``infer_latents``'s method when none is given; ``fit(..., z_train=...)`` sets "smc" on a
+    #: model whose noise it calibrated (inference/supervised_calibration.py)
+    latent_method = "ancestral"
+
     @torch.no_grad()
     def infer_latents(
         self,
         x,
         mask=None,
         num_samples: int = 1,
-        method: str = "ancestral",
+        method: str | None = None,
         num_particles: int | None = None,
     ) -> torch.Tensor:
         """Latent paths given x (B, T, Dx): (S, B, T+1, Dz).
@@ -552,10 +556,12 @@ class Alternator(NoiseScales, PyroModule):
         ``method="smc"``: draws from the smoothing posterior p(z_{0:T} | x^obs) (particle
         filter with ``num_particles``, default 256, and backward simulation; the S draws share
         one particle system, so for R-hat / ESS use
-        :func:`~alternators_ppl.models.smc.smc_chains`). ``method="ancestral"`` (default, for
-        now: the diagnostics read these as independent draws): the conditioned FTN recursion,
-        which never weighs a draw by p(x_t | z_{t-1}).
+        :func:`~alternators_ppl.models.smc.smc_chains`). ``method="ancestral"``: the
+        conditioned FTN recursion, which never weighs a draw by p(x_t | z_{t-1}). ``None``
+        (default): the model's ``latent_method``, "ancestral" unless a supervised fit
+        calibrated the noise (then "smc", whose intervals that calibration targets).
         """
+        method = self.latent_method if method is None else method
         particles = self._latent_method(method, num_particles)
         if particles is None:
             return self._posterior_rollout(x, mask, num_samples)[0]

@@ -1,0 +1,201 @@
+"""calibrate_supervised: noise of a supervised fit chosen with z observed (issues 13, 15).
+
+Oracles: data simulated from a linear Alternator with known noise (the MLE recovers it within
+sampling error; the model's own ``log_joint`` is maximal there), and the 90% coverage of the
+true latent path by the calibrated SMC smoothing posterior.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from alternators_ppl.inference import fit
+from alternators_ppl.inference.supervised_calibration import (
+    _Noise,
+    calibrate_supervised,
+    supervised_noise_mle,
+)
+from alternators_ppl.models import Alternator
+from alternators_ppl.models.smc import smoothing_paths
+from tests.oracles import linear_alternator
+
+SIGMA_X, SIGMA_Z, ALPHA = (0.15, 0.4, 0.7), 0.25, 0.5
+
+
+def _truth(obs_dim=3, latent_dim=2, sigma_x=SIGMA_X, seed=0) -> Alternator:
+    torch.manual_seed(seed)
+    model = linear_alternator(obs_dim, latent_dim)
+    model.set_noise(sigma_x=list(sigma_x), sigma_z=SIGMA_Z, alpha=ALPHA)
+    return model
+
+
+def _simulate(model, batch, steps, seed):
+    torch.manual_seed(seed)
+    draw = model.sample(batch, steps)
+    return draw["x"], draw["z"]  # (B, T, Dx), (B, T+1, Dz)
+
+
+def _with_noise(truth, sigma_x: float, sigma_z: float) -> Alternator:
+    """The truth's means with other noise, rescaled by hand (not through the code tested)."""
+    start = copy.deepcopy(truth)
+    otn, ftn = start.otn.layers[-1], start.ftn.layers[-1]
+    true_x = torch.tensor(truth.sigma_x_values(), dtype=torch.float64)
+    alpha = ALPHA + SIGMA_Z**2 - sigma_z**2
+    gain_x = torch.sqrt(1 - true_x**2) / math.sqrt(1 - sigma_x**2)
+    with torch.no_grad():
+        otn.weight.mul_(gain_x.unsqueeze(-1))
+        otn.bias.mul_(gain_x)
+        ftn.weight.mul_(math.sqrt(ALPHA / alpha))
+        ftn.bias.mul_(math.sqrt(ALPHA / alpha))
+    start.set_noise(sigma_x=sigma_x, sigma_z=sigma_z, alpha=alpha)
+    return start
+
+
+def _pair_log_lik(model, x, z) -> float:
+    """log p(x_2..T, z_2..T | z_1) by the model's own log_joint (z_1 of the span as z_0)."""
+    with torch.no_grad():
+        return float(model.log_joint(x[:, 1:], z).sum())
+
+
+def test_mle_recovers_known_noise_and_keeps_means():
+    truth = _truth()
+    x, z = _simulate(truth, 40, 60, seed=1)
+    z_obs = z[:, 1:]
+    start = _with_noise(truth, 0.3, 0.1)
+    x_loc = start.x_loc(z_obs[:, :-1])
+    z_loc = start.z_loc(x[:, 1:], z_obs[:, :-1], start.alpha_schedule(1)[0])
+    report = calibrate_supervised(start, x, z_obs, criterion="joint_mle")
+    n = 40 * 59
+    for est, true in zip(report["sigma_x"], SIGMA_X, strict=True):
+        assert abs(est - true) < 4 * true / math.sqrt(2 * n), (est, true)
+    assert abs(report["sigma_z"] - SIGMA_Z) < 4 * SIGMA_Z / math.sqrt(2 * n * 2)
+    assert abs(report["alpha"] - (ALPHA + SIGMA_Z**2 - report["sigma_z"] ** 2)) < 1e-12
+    assert report["alpha"] + report["sigma_z"] ** 2 < 1
+    # the means as trained, to rounding
+    torch.testing.assert_close(start.x_loc(z_obs[:, :-1]), x_loc)
+    alpha = start.alpha_schedule(1)[0]
+    torch.testing.assert_close(start.z_loc(x[:, 1:], z_obs[:, :-1], alpha), z_loc)
+    # the weights return to the truth's (the noise and the scale of f, g are identified)
+    for a, b in ((start.otn, truth.otn), (start.ftn, truth.ftn)):
+        torch.testing.assert_close(a.layers[-1].weight, b.layers[-1].weight, atol=0.02, rtol=0)
+
+
+def test_mle_is_the_maximum_of_the_models_own_log_joint():
+    truth = _truth()
+    x, z = _simulate(truth, 20, 40, seed=2)
+    model = _with_noise(truth, 0.5, 0.05)
+    calibrate_supervised(model, x, z[:, 1:], criterion="joint_mle")
+    best = _pair_log_lik(model, x, z[:, 1:])
+    noise = _Noise(model)
+    sx, sz = noise.sigma_x.tolist(), noise.sigma_z
+    for d in range(3):
+        for factor in (0.97, 1.03):
+            moved = list(sx)
+            moved[d] *= factor
+            noise.apply(moved, sz)
+            assert _pair_log_lik(model, x, z[:, 1:]) < best
+    for factor in (0.97, 1.03):
+        noise.apply(sx, sz * factor)
+        assert _pair_log_lik(model, x, z[:, 1:]) < best
+    noise.restore()
+    assert abs(_pair_log_lik(model, x, z[:, 1:]) - best) < 1e-8
+    mle = supervised_noise_mle(model, x, z[:, 1:])
+    torch.testing.assert_close(torch.tensor(mle["sigma_x"]), torch.tensor(sx), rtol=1e-9, atol=0)
+
+
+def _coverage(model, x, z, seed=5) -> float:
+    draws = smoothing_paths(model, x, None, 200, 300, seed=seed).z[:, :, 1:]
+    lo, hi = draws.quantile(0.05, dim=0), draws.quantile(0.95, dim=0)
+    return float(((z >= lo) & (z <= hi)).double().mean())
+
+
+def test_calibrated_smc_posterior_covers_the_true_path():
+    truth = _truth(2, 2, sigma_x=(0.3, 0.3))
+    x, z = _simulate(truth, 30, 40, seed=3)
+    x_val, z_val, x_test, z_test = x[:15], z[:15, 1:], x[15:], z[15:, 1:]
+    model = _with_noise(truth, 0.05, 0.05)  # the means right, the noise overconfident
+    before = _coverage(model, x_test, z_test)
+    report = calibrate_supervised(model, x_val, z_val, num_particles=64, num_samples=32)
+    after = _coverage(model, x_test, z_test)
+    assert before < 0.7, before
+    assert 0.85 <= after <= 0.95, (after, report)
+    assert report["score_after"] <= report["score_before"]
+
+
+@pytest.mark.parametrize("criterion", ["latent_dss", "latent_crps"])
+def test_latent_score_tempers_correlated_features(criterion):
+    """x holds each coordinate 4 times (perfectly correlated noise): the per-dimension MLE is
+    right per dimension, but the diagonal likelihood counts each value 4 times and its
+    posterior is too narrow; the latent score picks c_x near sqrt(4) = 2 and covers."""
+    truth = _truth(2, 2, sigma_x=(0.5, 0.5))
+    x, z = _simulate(truth, 30, 40, seed=4)
+    copies = 4
+    x4 = x.repeat_interleave(copies, dim=-1)
+    model = Alternator(2 * copies, 2, sigma_x=0.5, sigma_z=SIGMA_Z, alpha=ALPHA,
+                       otn=nn.Sequential(nn.Linear(2, 2 * copies)),
+                       ftn=nn.Sequential(nn.Linear(2 * copies, 2))).double()  # fmt: skip
+    with torch.no_grad():
+        model.otn[0].weight.copy_(truth.otn.layers[0].weight.repeat_interleave(copies, 0))
+        model.otn[0].bias.copy_(truth.otn.layers[0].bias.repeat_interleave(copies))
+        model.ftn[0].weight.copy_(truth.ftn.layers[0].weight.repeat_interleave(copies, 1) / copies)
+        model.ftn[0].bias.copy_(truth.ftn.layers[0].bias)
+    x_val, z_val, x_test, z_test = x4[:15], z[:15, 1:], x4[15:], z[15:, 1:]
+    mle_model = copy.deepcopy(model)
+    calibrate_supervised(mle_model, x_val, z_val, criterion="joint_mle")
+    report = calibrate_supervised(model, x_val, z_val, criterion=criterion, num_particles=64,
+                                  num_samples=32)  # fmt: skip
+    assert _coverage(mle_model, x_test, z_test) < 0.8
+    assert 1.5 <= report["c_x"] <= 3.0, report["c_x"]
+    assert 0.85 <= _coverage(model, x_test, z_test) <= 0.95
+
+
+def test_fit_records_the_calibration_and_can_skip_it(tmp_path):
+    truth = _truth()
+    x, z = _simulate(truth, 1, 160, seed=6)
+    z = z[:, 1:]
+    settings = dict(epochs=2, batch_size=8, seed=0, progress=False, warmup_epochs=1)
+    torch.manual_seed(0)
+    model = Alternator(3, 2, hidden=(8,)).double()
+    history = fit(model, x, z_train=z, checkpoint_dir=tmp_path, **settings)
+    cal = history.calibration
+    assert cal["criterion"] == "latent_dss" and cal["latent_method"] == "smc"
+    assert model.latent_method == "smc"  # infer_latents now draws the calibrated posterior
+    assert model.sigma_x_values() == pytest.approx(cal["sigma_x"])
+    assert model.alpha_values[0] + model.sigma_z**2 < 1
+    assert (tmp_path / "selection.json").read_text().count("latent_dss") == 1
+    torch.manual_seed(0)
+    plain = Alternator(3, 2, hidden=(8,)).double()
+    history = fit(plain, x, z_train=z, calibrate=False, **settings)
+    assert history.calibration is None and plain.sigma_x == 0.3
+    assert plain.latent_method == "ancestral"
+
+
+def test_bad_input():
+    model = _truth()
+    x, z = _simulate(model, 2, 10, seed=7)
+    with pytest.raises(ValueError, match="criterion"):
+        calibrate_supervised(model, x, z[:, 1:], criterion="nope")
+    with pytest.raises(ValueError, match="z_val"):
+        calibrate_supervised(model, x, z)
+    with pytest.raises(ValueError, match="c_x"):
+        calibrate_supervised(model, x, z[:, 1:], grids={"c_x": (0.0,)})
+    odd = Alternator(3, 2, otn=nn.Sequential(nn.Linear(2, 3), nn.Tanh())).double()
+    with pytest.raises(ValueError, match="linear output layer"):
+        calibrate_supervised(odd, x, z[:, 1:])
+    with pytest.raises(ValueError, match="calibrate=True"):
+        fit(model, x, z_train=z[:, 1:], supervised="teacher-forcing", calibrate=True, epochs=1)
+
+
+@pytest.mark.gpu
+def test_calibrate_supervised_on_cuda():
+    truth = _truth().to("cuda")
+    x, z = _simulate(truth, 8, 30, seed=8)
+    model = _with_noise(truth.cpu(), 0.3, 0.1).to("cuda")
+    report = calibrate_supervised(model, x, z[:, 1:], num_particles=32, num_samples=16)
+    assert model.sigma_x.device.type == "cuda" and report["alpha"] + report["sigma_z"] ** 2 < 1
+    assert model.infer_latents(x, num_samples=4, method="smc").device.type == "cuda"
