@@ -14,6 +14,7 @@ errors, the rollout's FTN output reused). The matrix products of one ``parallel`
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -28,16 +29,18 @@ MATMULS = {
 
 
 class _RecordMatmuls(TorchDispatchMode):
-    """Records (M, K, N) of every 2-D matrix product that runs inside the mode."""
+    """Records (batch, M, K, N) of every matrix product that runs inside the mode (batch 1
+    for 2-D products)."""
 
     def __init__(self):
         super().__init__()
-        self.shapes: list[tuple[int, int, int]] = []
+        self.shapes: list[tuple[int, int, int, int]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in MATMULS:
             a, b = (args[1], args[2]) if func is torch.ops.aten.addmm.default else args[:2]
-            self.shapes.append((a.shape[-2], a.shape[-1], b.shape[-1]))
+            batch = a.shape[0] if a.dim() == 3 else 1
+            self.shapes.append((batch, a.shape[-2], a.shape[-1], b.shape[-1]))
         return func(*args, **(kwargs or {}))
 
 
@@ -57,6 +60,12 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--paths", default="sequential,logprob,parallel")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time; cpu: process CPU time (robust to a shared machine)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from alternators_ppl.models import Alternator
@@ -76,6 +85,8 @@ def main(argv=None) -> None:
         "steps": args.steps,
         "hidden": list(hidden),
         "threads": args.threads,
+        "clock": args.clock,
+        "load_avg_1min": os.getloadavg()[0],
     }
     for path in args.paths.split(","):
 
@@ -83,21 +94,26 @@ def main(argv=None) -> None:
             model.zero_grad(set_to_none=True)
             loss().backward()
 
-        record[f"{path}_s"] = time_call(step, args.repeats, warmup=1)["median_s"]
+        timing = time_call(step, args.repeats, warmup=1, clock=args.clock)
+        record[f"{path}_s"], record[f"{path}_min_s"] = timing["median_s"], timing["min_s"]
 
     recorder = _RecordMatmuls()
     with recorder:
         model.zero_grad(set_to_none=True)
         model.loss(x).backward()
-    operands = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in recorder.shapes]
+    operands = [(torch.randn(g, m, k), torch.randn(g, k, n)) for g, m, k, n in recorder.shapes]
 
     def replay():
         for a, b in operands:
-            torch.mm(a, b)
+            if a.shape[0] == 1:
+                torch.mm(a[0], b[0])
+            else:
+                torch.bmm(a, b)
 
     record["matmuls"] = len(operands)
-    record["flops"] = sum(2 * m * k * n for m, k, n in recorder.shapes)
-    record["floor_s"] = time_call(replay, args.repeats, warmup=1)["median_s"]
+    record["flops"] = sum(2 * g * m * k * n for g, m, k, n in recorder.shapes)
+    timing = time_call(replay, args.repeats, warmup=1, clock=args.clock)
+    record["floor_s"], record["floor_min_s"] = timing["median_s"], timing["min_s"]
     for path in ("parallel", "logprob"):
         if f"{path}_s" in record:
             record[f"{path}_floor_fraction"] = record["floor_s"] / record[f"{path}_s"]

@@ -591,5 +591,3 @@ class Alternator(NoiseScales, PyroModule):
             f"sigma_x={sigma_x}, sigma_z={self.sigma_z:.3g}, "
             f"alpha={alpha}, ftn_input={self.ftn_input!r}"
         )
-
-
