@@ -4,17 +4,23 @@
 
 Paths (same model, same data): ``sequential`` (the step-by-step torch loop, 2T network calls),
 ``logprob`` (the parallel path with the loss formed from two log-densities per factor and a
-second FTN pass: the formulation before issue 17), ``parallel`` (``Alternator.loss``: squared
-errors, the rollout's FTN output reused). The matrix products of one ``parallel`` step
-(forward and backward) are recorded with their shapes; ``flops`` is their arithmetic
-(2 M N K each) and ``floor_s`` the time of replaying just those products on fresh tensors:
-``floor_fraction`` = floor_s / parallel time. Prints one JSON record.
+second FTN pass: the formulation before issue 17), ``parallel`` (``Alternator.loss``: the
+blocked latent solve, the fully observed z-term from the drawn noise, one fused x-term) and
+``compiled`` (opt-in, not in the default list: the same loss with both networks compiled by
+``torch.compile`` through ``module.compile()``; ``compile_s`` is its first call). The matrix
+products of one ``parallel`` step (forward and backward, batched products included) are
+recorded with their shapes; ``flops`` is their arithmetic (2 M N K each) and ``floor_s`` the
+time of replaying just those products on fresh tensors: ``floor_fraction`` = floor_s / path
+time. ``--clock cpu`` times process CPU time instead of wall time (for a shared machine).
+Prints one JSON record.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import time
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -74,10 +80,12 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     model = Alternator(10, 3, hidden=hidden)
     x = torch.randn(args.batch, args.steps, 10)
+    compiled = copy.deepcopy(model)
     losses = {
         "sequential": lambda: model.loss(x, parallel=False),
         "logprob": lambda: _logprob_loss(model, x),
         "parallel": lambda: model.loss(x),
+        "compiled": lambda: compiled.loss(x),
     }
     record = {
         "item": "hot_path",
@@ -92,7 +100,15 @@ def main(argv=None) -> None:
 
         def step(loss=losses[path]):
             model.zero_grad(set_to_none=True)
+            compiled.zero_grad(set_to_none=True)
             loss().backward()
+
+        if path == "compiled":  # first call: trace and compile both networks (wall seconds)
+            compiled.otn.compile()
+            compiled.ftn.compile()
+            tic = time.perf_counter()
+            step()
+            record["compile_s"] = time.perf_counter() - tic
 
         timing = time_call(step, args.repeats, warmup=1, clock=args.clock)
         record[f"{path}_s"], record[f"{path}_min_s"] = timing["median_s"], timing["min_s"]
@@ -114,7 +130,7 @@ def main(argv=None) -> None:
     record["flops"] = sum(2 * g * m * k * n for g, m, k, n in recorder.shapes)
     timing = time_call(replay, args.repeats, warmup=1, clock=args.clock)
     record["floor_s"], record["floor_min_s"] = timing["median_s"], timing["min_s"]
-    for path in ("parallel", "logprob"):
+    for path in ("parallel", "logprob", "compiled"):
         if f"{path}_s" in record:
             record[f"{path}_floor_fraction"] = record["floor_s"] / record[f"{path}_s"]
             if "sequential_s" in record:
