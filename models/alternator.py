@@ -433,6 +433,7 @@ class Alternator(NoiseScales, PyroModule):
         if parallel and conditioned and self.affine_latent and not self.data_dependent_alpha:
             stepwise = (~mask).any(dim=2).any(dim=0).tolist()  # one host sync per rollout
             constant = self.alpha_is_constant and self._alpha_override is None
+            constant = constant and not self._own_alpha()  # a variant's schedule may learn
             root = self.alpha_values[0] ** 0.5 if constant else torch.sqrt(alpha).unsqueeze(-1)
             drive = root * self.ftn(x) + eps_z
             if not any(stepwise):  # fully observed: one solve, x is what the FTN read

@@ -80,3 +80,22 @@ def test_masked_loss_does_not_take_the_fast_path():
     x_in, mask3 = model._prepare(x, mask)
     assert model._rollout_parts(x_in, mask3, "conditioned")[2] is None
     assert torch.isfinite(model.loss(x, mask))
+
+
+def test_learned_constant_alpha_reaches_the_fast_path_with_its_gradient():
+    """A variant whose schedule learns (one shared alpha) must not take the stored constant."""
+    from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
+
+    torch.manual_seed(0)
+    model = LearnedAlphaAlternator(3, 2, hidden=(8,), alpha=0.3).double()
+    with torch.no_grad():
+        model.alpha_logits.add_(1.0)  # learned alpha now far from the constructor's 0.3
+    x = torch.randn(4, 30, 3, dtype=torch.float64)
+    results = []
+    for parallel in (True, False):
+        torch.manual_seed(3)
+        loss = model.loss(x, parallel=parallel)
+        results.append((loss, torch.autograd.grad(loss, model.alpha_logits)[0]))
+    (fast, fast_grad), (loop, loop_grad) = results
+    assert fast.item() == pytest.approx(loop.item(), rel=1e-10)
+    assert torch.allclose(fast_grad, loop_grad, rtol=1e-8) and fast_grad.abs().item() > 0
