@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import time
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from alternators_ppl.models import linear_recurrence
 from benchmarks.common import emit, time_call
 
 MATMULS = {
@@ -58,6 +60,41 @@ def _logprob_loss(model, x):
     return model._path_loss(x_filled, z, mask, x_ftn).sum() / x.shape[0] / x.shape[1]
 
 
+def _before_loss(model, x):
+    """``Alternator.loss`` as it was before the blocked solve (main at 7cecb53), fully observed
+    x: Hillis-Steele scan, the FTN output reused, the z-term formed from the path, the OTN
+    run on the strided z_{0:T-1}, the x-term masked. Same draws, same value."""
+    x, mask = model._prepare(x, None)
+    batch, steps, _ = x.shape
+    alpha = model.alpha_schedule(steps)
+    z0 = torch.randn(batch, model.latent_dim, dtype=x.dtype)
+    torch.randn_like(x)  # the x noise (unused when x is observed)
+    eps_z = model.sigma_z * torch.randn(batch, steps, model.latent_dim, dtype=x.dtype)
+    decay = torch.sqrt(1 - alpha - model.sigma_z**2)
+    (~mask).any(dim=2).any(dim=0).tolist()  # the host sync of the rollout
+    ftn_part = torch.sqrt(alpha).unsqueeze(-1) * model.ftn(x)
+    segment = linear_recurrence(z0, decay, ftn_part + eps_z, method="scan")[:, 1:]
+    z = torch.cat([z0.unsqueeze(1), segment], dim=1)
+    x_filled = torch.where(mask, x, torch.cat([x[:, :steps]], dim=1))
+    x_err = (x_filled - model.x_loc(z[:, :-1])).square()
+    z_mean = ftn_part + torch.sqrt(1 - alpha - model.sigma_z**2).unsqueeze(-1) * z[:, :-1]
+    z_err = (z[:, 1:] - z_mean).square().sum()
+    eq12 = model.sigma_z**2 * (x_err * mask).sum() + model.sigma_x**2 * z_err
+    return eq12 / batch / steps
+
+
+def _interleaved(steps: dict, repeats: int, clock: str) -> dict:
+    """Time every step once per round, ``repeats`` rounds (after one warm-up round): load
+    changes on a shared machine then hit every path alike. {path: (median_s, min_s)}."""
+    for step in steps.values():
+        step()
+    times = {path: [] for path in steps}
+    for _ in range(repeats):
+        for path, step in steps.items():
+            times[path].append(time_call(step, 1, warmup=0, clock=clock)["median_s"])
+    return {path: (statistics.median(t), min(t)) for path, t in times.items()}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=32)
@@ -71,6 +108,9 @@ def main(argv=None) -> None:
         choices=("wall", "cpu"),
         default="wall",
         help="wall: elapsed time; cpu: process CPU time (robust to a shared machine)",
+    )
+    parser.add_argument(
+        "--interleave", action="store_true", help="time the paths in rounds, one call each"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -86,6 +126,7 @@ def main(argv=None) -> None:
         "logprob": lambda: _logprob_loss(model, x),
         "parallel": lambda: model.loss(x),
         "compiled": lambda: compiled.loss(x),
+        "before": lambda: _before_loss(model, x),
     }
     record = {
         "item": "hot_path",
@@ -96,6 +137,7 @@ def main(argv=None) -> None:
         "clock": args.clock,
         "load_avg_1min": os.getloadavg()[0],
     }
+    steps = {}
     for path in args.paths.split(","):
 
         def step(loss=losses[path]):
@@ -109,9 +151,14 @@ def main(argv=None) -> None:
             tic = time.perf_counter()
             step()
             record["compile_s"] = time.perf_counter() - tic
-
-        timing = time_call(step, args.repeats, warmup=1, clock=args.clock)
-        record[f"{path}_s"], record[f"{path}_min_s"] = timing["median_s"], timing["min_s"]
+        steps[path] = step
+    if args.interleave:
+        for path, (median, least) in _interleaved(steps, args.repeats, args.clock).items():
+            record[f"{path}_s"], record[f"{path}_min_s"] = median, least
+    else:
+        for path, step in steps.items():
+            timing = time_call(step, args.repeats, warmup=1, clock=args.clock)
+            record[f"{path}_s"], record[f"{path}_min_s"] = timing["median_s"], timing["min_s"]
 
     recorder = _RecordMatmuls()
     with recorder:
@@ -130,7 +177,7 @@ def main(argv=None) -> None:
     record["flops"] = sum(2 * g * m * k * n for g, m, k, n in recorder.shapes)
     timing = time_call(replay, args.repeats, warmup=1, clock=args.clock)
     record["floor_s"], record["floor_min_s"] = timing["median_s"], timing["min_s"]
-    for path in ("parallel", "logprob", "compiled"):
+    for path in ("parallel", "logprob", "compiled", "before"):
         if f"{path}_s" in record:
             record[f"{path}_floor_fraction"] = record["floor_s"] / record[f"{path}_s"]
             if "sequential_s" in record:
