@@ -45,14 +45,8 @@ def _build(name: str, noise_std: float):
         return build_model("kalman", 3, em_iters=100)
     sigma_x = 0.3 if name == "alternator-eq12" else noise_std
     return build_model(
-        "alternator",
-        3,
-        epochs=200,
-        latent_dim=8,
-        hidden=64,
-        sigma_x=sigma_x,
-        calibrate=False,
-        patience=None,
+        "alternator", 3, epochs=200, latent_dim=8, hidden=64, sigma_x=sigma_x,
+        calibrate=False, patience=None,
     )
 
 
