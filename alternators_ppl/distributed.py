@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -33,6 +36,8 @@ __all__ = [
     "all_gather_objects",
     "average_gradients",
     "sum_gradients",
+    "stage_on_main",
+    "publish_on_main",
 ]
 
 
@@ -200,3 +205,32 @@ def sum_gradients(params, loss: float, count: int = 1) -> tuple[float, int]:
     if not is_distributed():
         return loss, count
     return _reduce_gradients(params, 1.0, loss, count, mean=False)
+
+
+def stage_on_main(stage: Callable[[], tuple[Path, Path]]) -> tuple[Path, Path]:
+    """Stage a run folder on rank 0 only: ``stage()`` -> (final, staging) runs there (e.g.
+    ``runs.stage_run_folder``) and its error, if any, is raised on every rank. Every rank gets
+    rank 0's final path; ranks > 0 get a private temporary staging folder that
+    :func:`publish_on_main` discards, so a job can run the same code (and the same
+    collectives) on every rank while only rank 0's files are published."""
+    if is_main_process():
+        try:
+            final, staging = stage()
+        except BaseException as error:
+            broadcast_object(error)  # the other ranks stop with the same error
+            raise
+        broadcast_object(final)
+        return final, staging
+    final = broadcast_object(None)
+    if isinstance(final, BaseException):
+        raise final
+    return Path(final), Path(tempfile.mkdtemp(prefix=f".rank{rank()}-", suffix=".discard"))
+
+
+def publish_on_main(staging: Path, final: Path, publish: Callable[[Path, Path], Path]) -> Path:
+    """Rank 0: ``publish(staging, final)`` (e.g. ``runs.publish_run_folder``); ranks > 0
+    delete their staging folder from :func:`stage_on_main`. Returns the final path."""
+    if is_main_process():
+        return publish(staging, final)
+    shutil.rmtree(staging, ignore_errors=True)
+    return final

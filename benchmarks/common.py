@@ -29,17 +29,29 @@ def synchronize(device: torch.device | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, repeats: int, warmup: int = 1, device: torch.device | None = None) -> dict:
-    """Median and min wall time (seconds) of ``fn()`` over ``repeats`` after ``warmup`` calls."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_call(
+    fn, repeats: int, warmup: int = 1, device: torch.device | None = None, clock: str = "wall"
+) -> dict:
+    """Median and min time (seconds) of ``fn()`` over ``repeats`` after ``warmup`` calls.
+
+    ``clock="wall"`` (default) is elapsed time; ``clock="cpu"`` is this process's CPU time
+    (all its threads), which time slices lost to other processes on a shared machine do not
+    inflate (CPU only: GPU work is not CPU time)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    now = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     synchronize(device)
     times = []
     for _ in range(repeats):
-        tic = time.perf_counter()
+        tic = now()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - tic)
+        times.append(now() - tic)
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 

@@ -324,16 +324,19 @@ class Alternator(NoiseScales, PyroModule):
         x, mask = self._prepare(x, mask)
         if z_target is not None:
             z_target = self._check_z_target(z_target, x)
-        z, x_ftn, ftn_part = self._rollout_parts(x, mask, self.ftn_input, z_target, parallel)
-        x_filled = torch.where(mask, x, x_ftn)
+        z, x_ftn, z_noise = self._rollout_parts(x, mask, self.ftn_input, z_target, parallel)
         # The z-term scores g on the data (the model's draws only where x is missing): in the
         # conditioned reading that is what the FTN read; in the generative reading it matches
         # g on the model's draws (which made z) against g on the data (DESIGN.md section 1).
-        # ``ftn_part`` (g's output from the rollout) is only set when the FTN read x_filled.
-        if self._gaussian_factors():
-            eq12 = self._squared_errors(x_filled, z, mask, x_filled, ftn_part)
+        gaussian = self._gaussian_factors()
+        x_filled = x if z_noise is not None else torch.where(mask, x, x_ftn)
+        if z_noise is not None and gaussian:  # the scan solved every step: x fully observed
+            eq12 = self._squared_errors_observed(x, z, z_noise)
         else:
-            eq12 = self._path_loss(x_filled, z, mask, x_filled).sum()
+            if gaussian:
+                eq12 = self._squared_errors(x_filled, z, mask, x_filled)
+            else:
+                eq12 = self._path_loss(x_filled, z, mask, x_filled).sum()
         eq12 = eq12 / x.shape[0] / x.shape[1]
         aux = self.auxiliary_loss(x_filled, z, mask, x_ftn, z_observed=z_target is not None)
         return eq12 + aux
@@ -344,19 +347,22 @@ class Alternator(NoiseScales, PyroModule):
         default = type(self).x_dist is Alternator.x_dist and type(self).z_dist is Alternator.z_dist
         return default and isinstance(self.sigma_x, float) and isinstance(self.sigma_z, float)
 
-    def _squared_errors(self, x, z, mask, x_ftn, ftn_part) -> torch.Tensor:
+    def _squared_errors(self, x, z, mask, x_ftn) -> torch.Tensor:
         """Summed Eq. 12 integrand of a batch, as squared errors: the value of
-        ``_path_loss(...).sum()`` for Gaussian factors without forming log-densities. With
-        ``ftn_part`` = sqrt(alpha_t) g(x_ftn_t) (B, T, Dz) from the rollout, the FTN is not run
-        a second time (same value; the gradient through g cancels as before)."""
+        ``_path_loss(...).sum()`` for Gaussian factors without forming log-densities."""
         x_err = (x - self.x_loc(z[:, :-1])).square()
         alpha = self._alpha_for(x_ftn)
-        if ftn_part is None:
-            z_mean = self.z_loc(x_ftn, z[:, :-1], alpha)
-        else:
-            z_mean = ftn_part + torch.sqrt(1 - alpha - self.sigma_z**2) * z[:, :-1]
-        z_err = (z[:, 1:] - z_mean).square().sum()
+        z_err = (z[:, 1:] - self.z_loc(x_ftn, z[:, :-1], alpha)).square().sum()
         return self.sigma_z**2 * (x_err * mask).sum() + self.sigma_x**2 * z_err
+
+    def _squared_errors_observed(self, x, z, z_noise) -> torch.Tensor:
+        """:meth:`_squared_errors` for a fully observed batch whose path the scan drew in the
+        conditioned reading, z_t = mean_t + z_noise_t: the z-term's error IS the drawn noise
+        (B, T, Dz), a constant (its gradient through g cancels exactly), so only the x-term
+        runs the OTN (on a contiguous copy of z_{0:T-1}, one fused squared-error kernel)."""
+        x_mean = self.x_loc(z[:, :-1].contiguous())
+        x_err = torch.nn.functional.mse_loss(x_mean, x, reduction="sum")
+        return self.sigma_z**2 * x_err + self.sigma_x**2 * z_noise.square().sum()
 
     def auxiliary_loss(self, x, z, mask, x_ftn, z_observed: bool = False) -> torch.Tensor | float:
         """Extra training term a variant adds to Eq. 12 (0 here), given the data x (B, T, Dx),
@@ -402,8 +408,9 @@ class Alternator(NoiseScales, PyroModule):
         z_target=None,
         parallel: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """:meth:`rollout` on checked inputs, plus sqrt(alpha_t) g(x_t) (B, T, Dz) when the
-        scan solved every step (else None), for the loss to reuse.
+        """:meth:`rollout` on checked inputs, plus the drawn z-noise sigma_z eps (B, T, Dz) when
+        the scan solved every step in the conditioned reading (else None): then
+        z_t - E[z_t | z_{t-1}, x_t] is exactly that noise, which the loss reuses.
 
         The random numbers are drawn up front in a fixed order (z_0, x noise, z noise). In the
         parallel path the FTN reads all observed x_t in one batched call and runs of fully
@@ -423,11 +430,14 @@ class Alternator(NoiseScales, PyroModule):
             x_draw = self.draw_x(z[:, :-1], eps_x)
             return z, torch.where(mask, x, x_draw) if conditioned else x_draw, None
         decay = torch.sqrt(1 - alpha - self.sigma_z**2)
-        ftn_part = None
         if parallel and conditioned and self.affine_latent and not self.data_dependent_alpha:
             stepwise = (~mask).any(dim=2).any(dim=0).tolist()  # one host sync per rollout
-            ftn_part = torch.sqrt(alpha).unsqueeze(-1) * self.ftn(x)
-            drive = ftn_part + eps_z
+            constant = self.alpha_is_constant and self._alpha_override is None
+            constant = constant and not self._own_alpha()  # a variant's schedule may learn
+            root = self.alpha_values[0] ** 0.5 if constant else torch.sqrt(alpha).unsqueeze(-1)
+            drive = root * self.ftn(x) + eps_z
+            if not any(stepwise):  # fully observed: one solve, x is what the FTN read
+                return linear_recurrence(z0, decay, drive), x, eps_z
         else:
             stepwise = [True] * steps
         z_prev, zs, xs, read, t = z0, [z0.unsqueeze(1)], [], [], 0
@@ -449,8 +459,7 @@ class Alternator(NoiseScales, PyroModule):
             zs.append(segment)
             xs.append(x[:, t:end])
             t = end
-        ftn_part = None if any(stepwise) else ftn_part
-        return torch.cat(zs, dim=1), torch.cat(xs, dim=1), ftn_part
+        return torch.cat(zs, dim=1), torch.cat(xs, dim=1), None
 
     def _posterior_rollout(self, x, mask, num_samples) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditioned rollout of S samples per sequence: z (S, B, T+1, Dz), x (S, B, T, Dx)."""
@@ -589,5 +598,3 @@ class Alternator(NoiseScales, PyroModule):
             f"sigma_x={sigma_x}, sigma_z={self.sigma_z:.3g}, "
             f"alpha={alpha}, ftn_input={self.ftn_input!r}"
         )
-
-

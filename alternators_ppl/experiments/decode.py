@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from alternators_ppl import distributed
 from alternators_ppl.data.decoding import DecodingTask
 from alternators_ppl.inference.decoders import AlternatorDecoder, GRUDecoder
 from alternators_ppl.metrics import interval_coverage, pearson_cc, r2, rmse
@@ -175,13 +176,14 @@ def run_decoding(cfg: DecodeConfig, runs_dir="runs", name: str | None = None,
                  overwrite: bool = False) -> tuple[Path, dict]:  # fmt: skip
     """Train and score every decoder for every seed; write and publish the run folder."""
     name = name or f"decode-{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    final, staging = stage_run_folder(runs_dir, name, overwrite)
+    # under torchrun every rank trains (data-parallel fits); rank 0 alone publishes the folder
+    final, staging = distributed.stage_on_main(lambda: stage_run_folder(runs_dir, name, overwrite))
     try:
         results = _run(cfg, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return publish_run_folder(staging, final), results
+    return distributed.publish_on_main(staging, final, publish_run_folder), results
 
 
 def _run(cfg: DecodeConfig, staging: Path) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from alternators_ppl import distributed
 from alternators_ppl.data.readers import Series
 from alternators_ppl.data.splits import split_series
 from alternators_ppl.evaluation.masked_scoring import score_masked_forecast
@@ -249,7 +250,8 @@ def run_sst(
     months = np.asarray(series.time.astype("datetime64[M]").astype(int) % 12 + 1)
     target_months = np.stack([months[o : o + cfg.horizon] for o in origins])
     name = name or time.strftime("sst-%Y%m%d-%H%M%S")
-    final, run = stage_run_folder(runs_dir, name, overwrite)
+    # under torchrun every rank trains (data-parallel fit); rank 0 alone publishes the folder
+    final, run = distributed.stage_on_main(lambda: stage_run_folder(runs_dir, name, overwrite))
     scale, shift = split.scaler.scale, split.scaler.mean
     future_t = torch.as_tensor(future, dtype=torch.float64)
     try:
@@ -351,7 +353,7 @@ def run_sst(
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)
         raise
-    return publish_run_folder(run, final), results
+    return distributed.publish_on_main(run, final, publish_run_folder), results
 
 
 def format_sst(results: dict) -> str:
