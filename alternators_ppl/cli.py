@@ -148,12 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagnose.add_argument(
         "--sampler",
-        choices=("smc", "ancestral"),
+        choices=("smc", "particle-gibbs", "ancestral"),
         default="smc",
-        help="smoothing posterior by SMC (default) or the ancestral conditioned recursion",
+        help="smoothing posterior by SMC (default) or particle Gibbs, or the ancestral "
+        "conditioned recursion",
     )
     diagnose.add_argument(
-        "--particles", type=_positive_int, default=500, help="particles per SMC system"
+        "--particles",
+        type=_positive_int,
+        default=500,
+        help="particles per SMC system (per conditional SMC sweep with particle-gibbs)",
     )
     diagnose.add_argument(
         "--mcmc-sweeps",

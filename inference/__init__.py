@@ -21,6 +21,7 @@ from alternators_ppl.inference.svi import (
 )
 from alternators_ppl.inference.trace_loss import trace_loss
 from alternators_ppl.inference.training import NonFiniteLossError, fit, warmup_cosine
+from alternators_ppl.models.particle_gibbs import particle_gibbs
 from alternators_ppl.models.smc import particle_filter, smc_chains, smc_forecast, smoothing_paths
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "run_svi_epochs",
     "particle_filter",
     "smoothing_paths",
+    "particle_gibbs",
     "smc_chains",
     "smc_forecast",
 ]

@@ -31,6 +31,7 @@ from alternators_ppl.evaluation.inference_data import (
 )
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
 from alternators_ppl.inference import apply_noise, load_checkpoint
+from alternators_ppl.models.particle_gibbs import particle_gibbs
 from alternators_ppl.models.smc import smc_chains
 from alternators_ppl.runs import atomic_write, resolve_device
 from alternators_ppl.validation import (
@@ -94,6 +95,8 @@ def _fork_rng(device: torch.device):
 
 
 SAMPLERS = {
+    "particle-gibbs": "smoothing posterior p(z | x): particle Gibbs with ancestor sampling; "
+    "chains = independent MCMC chains",
     "smc": "smoothing posterior p(z | x): FFBSi draws + MCMC sweeps; chains = independent "
     "particle systems",
     "ancestral": "Alternator.infer_latents (exact independent draws; chains = batches)",
@@ -120,7 +123,13 @@ def _draw(
     check_alternator(model, "diagnose")
     batch, steps, _ = x.shape
     parts = list(chunks(chains * draws, batch * steps))
-    if sampler == "smc":
+    if sampler == "particle-gibbs":
+        z = particle_gibbs(
+            model, x, num_chains=chains, num_draws=draws, num_particles=particles,
+            burn_in=max(10, draws // 5),
+        ).z  # fmt: skip
+        z = z.reshape(chains * draws, batch, steps + 1, -1)
+    elif sampler == "smc":
         z = smc_chains(
             model, x, num_chains=chains, num_draws=draws, num_particles=particles,
             mcmc_sweeps=sweeps,
@@ -161,6 +170,13 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str
 
 
 _SAMPLER_TEXT = {
+    "particle-gibbs": (
+        "The posterior draws are smoothing draws of p(z_{0:T} | x_{1:T}) by particle Gibbs with "
+        "ancestor sampling (conditional SMC with the fully adapted filter; both networks). Each "
+        "chain is an independent MCMC chain after burn-in, so R-hat and ESS are the usual MCMC "
+        "diagnostics of one sampler. The posterior predictive x_t ~ p(x_t | z_{t-1}) uses z that "
+        "saw all of x, so its coverage and PIT are an in-sample posterior predictive check."
+    ),
     "smc": (
         "The posterior draws are smoothing draws of p(z_{0:T} | x_{1:T}) (both networks: a "
         "fully adapted particle filter weighting by the OTN's p(x_t | z_{t-1}), then backward "
@@ -308,20 +324,22 @@ def diagnose_run(
     """ArviZ diagnostics of the forecaster of a ``lorenz`` run folder; return the key numbers.
 
     Rebuilds the Alternator from ``config.json`` and ``checkpoints/forecaster/best.pt``, with
-    the noise the run calibrated (``calibration.json``, through ``apply_noise``),
-    regenerates the test split (the config's seed) and keeps its first ``num_sequences`` (None:
-    all). Draws ``num_chains`` x ``num_draws`` latent paths. ``sampler="smc"`` (default): the
-    smoothing posterior p(z | x) by FFBSi, each chain an independent particle system of
-    ``num_particles`` particles whose backward-simulation draws get ``mcmc_sweeps`` MCMC sweeps
+    the noise the run calibrated (``calibration.json``, through ``apply_noise``), regenerates
+    the test split (the config's seed) and keeps its first ``num_sequences`` (None: all). Draws
+    ``num_chains`` x ``num_draws`` latent paths. ``sampler="smc"`` (default): the smoothing
+    posterior p(z | x) by FFBSi, each chain an independent particle system of ``num_particles``
+    particles whose backward-simulation draws get ``mcmc_sweeps`` MCMC sweeps
     (:func:`~alternators_ppl.models.smc_moves.mcmc_moves`), so R-hat and ESS test whether the
     systems agree (too few particles or sweeps fail them). ``sampler="ancestral"``:
     ``infer_latents``' conditioned recursion, exact independent draws in independent batches
-    (R-hat/ESS then only check plumbing). The posterior predictive is x_t ~ p(x_t | z_{t-1}) per
-    path; the pointwise log-likelihood is log p(x_t | z_{t-1}); sample_stats "lp" is log p(x, z)
-    summed over sequences. Writes ``run_dir/diagnostics.nc`` (InferenceData), ``diagnostics.md``
-    (z summary at a few time points, ESS/R-hat ranges, PSIS-LOO over time points with its
-    caveat, 50/90% coverage and PIT counts of the one-step predictive) and
-    ``figures/{pit,trace_rank,ppc}.png``.
+    (R-hat/ESS then only check plumbing). ``sampler="particle-gibbs"``: ``num_chains`` particle
+    Gibbs chains (``models/particle_gibbs.py``, ``num_particles`` per conditional SMC sweep,
+    burn-in max(10, num_draws / 5)), whose R-hat and ESS are those of one MCMC sampler. The
+    posterior predictive is x_t ~ p(x_t | z_{t-1}) per path; the pointwise log-likelihood is log
+    p(x_t | z_{t-1}); sample_stats "lp" is log p(x, z) summed over sequences. Writes
+    ``run_dir/diagnostics.nc`` (InferenceData), ``diagnostics.md`` (z summary at a few time
+    points, ESS/R-hat ranges, PSIS-LOO over time points with its caveat, 50/90% coverage and PIT
+    counts of the one-step predictive) and ``figures/{pit,trace_rank,ppc}.png``.
 
     The model and the draws live on ``device``; diagnostics.nc is written last, so its presence
     marks a finished diagnosis. Raises ``FileNotFoundError`` without config.json or the
@@ -416,7 +434,7 @@ def diagnose_run(
         "num_chains": num_chains,
         "num_draws": num_draws,
         "sampler": sampler,
-        "num_particles": num_particles if sampler == "smc" else None,
+        "num_particles": None if sampler == "ancestral" else num_particles,
         "mcmc_sweeps": mcmc_sweeps if sampler == "smc" else None,
         "num_sequences": batch,
         "num_steps": steps,
