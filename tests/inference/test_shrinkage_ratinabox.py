@@ -65,12 +65,11 @@ def test_shrink_alternator_moves_the_decoded_path_to_c_z_plus_one_minus_c_m():
     torch.testing.assert_close(after[:, 60:], expected[:, 60:], atol=1e-5, rtol=0)
 
 
-def _noise_dimension_data(seed=0, steps=600):
-    """x (1, T, 6); z[..., 0] a smoothed linear read-out of x, z[..., 1] independent noise."""
+def _noise_dimension_data(seed=0, steps=600, features=30):
+    """x (1, T, features); z[..., 0] a linear read-out of x_t, z[..., 1] independent noise."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(1, steps, 6))
-    signal = x[..., :3].sum(-1)
-    signal = np.convolve(signal[0], np.ones(3) / 3, mode="same")[None]
+    x = rng.normal(size=(1, steps, features))
+    signal = x[..., :3].sum(-1) / np.sqrt(3)
     z = np.stack([signal, rng.normal(size=(1, steps))], -1)
     return x.astype(np.float32), z.astype(np.float32)
 
@@ -78,21 +77,36 @@ def _noise_dimension_data(seed=0, steps=600):
 def test_default_supervised_fit_shrinks_an_undecodable_dimension():
     x, z = _noise_dimension_data()
     torch.manual_seed(0)
-    model = Alternator(6, 2, hidden=(32,))
+    model = Alternator(30, 2, hidden=(32,))
     hist = fit(model, x[:, :450], z_train=z[:, :450], epochs=15, progress=False, seed=0)
     assert hist.shrinkage is not None and len(hist.shrinkage) == 2
     assert hist.shrinkage[0] > 0.8 and hist.shrinkage[1] < 0.5
     draws = model.infer_latents(torch.as_tensor(x[:, 450:]), num_samples=8)[:, :, 1:]
     pred, truth = draws.mean(0)[0].numpy(), z[0, 450:]
     r2 = 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
-    assert r2[0] > 0.7 and r2[1] > -0.1  # held out: the noise dimension is near its mean
+    assert r2[0] > 0.7 and r2[1] > -0.05  # held out: the noise dimension is near its mean
 
 
 def test_gru_decoder_is_not_stopped_by_an_undecodable_dimension():
-    x, z = _noise_dimension_data(seed=1)
+    x, z = _noise_dimension_data(seed=1, features=12)
     gru = GRUDecoder(hidden=16, epochs=40, patience=10, lr=1e-2, seed=0)
     gru.fit(x[:, :450], z[:, :450])
     assert gru.shrinkage.shape == (2,) and gru.shrinkage[1] < 0.5
     pred, truth = gru.predict(x[:, 450:])[0], z[0, 450:]
     r2 = 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
-    assert r2[0] > 0.7 and r2[1] > -0.1
+    assert r2[0] > 0.7 and r2[1] > -0.05
+
+
+def test_gru_decoder_on_place_cells_keeps_position_and_drops_velocity():
+    from alternators_ppl.data.ratinabox_cells import ratinabox_task
+
+    try:
+        task = ratinabox_task(seed=0, max_bins=1200)
+    except ImportError as err:  # the data extra is not installed
+        pytest.skip(f"ratinabox data not available: {err}")
+    gru = GRUDecoder(hidden=32, epochs=40, patience=10, seed=0).fit(
+        task.x_train, task.z_train, task.x_val, task.z_val
+    )
+    pred, truth = gru.predict(task.x_test)[0], task.z_test[0]
+    r2 = 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
+    assert np.all(r2[:2] > 0.3) and np.all(r2[2:] > -0.05)  # position decoded, velocity ~ mean
