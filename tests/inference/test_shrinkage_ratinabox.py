@@ -17,8 +17,8 @@ def test_shrinkage_factors_are_the_clipped_least_squares_slope():
     rng = np.random.default_rng(0)
     pred = rng.normal(size=(2, 50, 3))
     centre = np.array([0.5, -1.0, 2.0])
-    target = centre + np.stack([0.4 * (pred[..., 0] - 0.5), -(pred[..., 1] + 1.0),
-                                3 * (pred[..., 2] - 2.0)], -1) + 0.1 * rng.normal(size=pred.shape)  # fmt: skip
+    slopes_true = np.array([0.4, -1.0, 3.0])
+    target = centre + slopes_true * (pred - centre) + 0.1 * rng.normal(size=pred.shape)
     target[0, 3, 0] = np.nan  # ignored
     gains = shrinkage_factors(torch.tensor(pred), torch.tensor(target), torch.tensor(centre))
     slopes = []
