@@ -91,8 +91,11 @@ class GRUDecoder:
                 net.train()
             score = torch.minimum(mse, floor).sum().item()
             if score < best["score"]:
-                best.update(score=score, epoch=epoch,
-                            state={k: v.clone() for k, v in net.state_dict().items()})
+                best.update(
+                    score=score,
+                    epoch=epoch,
+                    state={k: v.clone() for k, v in net.state_dict().items()},
+                )
             return epoch - best["epoch"] >= self.patience
 
         self.history = fit(
