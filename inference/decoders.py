@@ -8,9 +8,12 @@ validation). Shapes: x (B, T, Dx), z (B, T, Dz); ``predict`` -> (B, T, Dz), ``sa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
+from alternators_ppl.inference.shrinkage import shrink_linear, shrinkage_factors
 from alternators_ppl.inference.supervised import window_sequences
 from alternators_ppl.inference.training import History, fit
 from alternators_ppl.models.alternator import Alternator
@@ -39,7 +42,11 @@ class GRUDecoder:
 
     Training windows of ``window`` steps (stride ``window // 4``) come from the training
     sequences minus their last ``val_fraction`` (or ``x_val``/``z_val`` when given), which
-    picks the best epoch and stops early after ``patience`` epochs without improvement.
+    picks the best epoch and stops early after ``patience`` epochs without improvement. The
+    validation score is the sum over dimensions of min(MSE_d, MSE of the training mean_d), so
+    a dimension the features cannot decode does not stop training the others; afterwards the
+    read-out is shrunk per dimension towards the training mean by the validation gain
+    (:mod:`~alternators_ppl.inference.shrinkage`, gains in ``shrinkage``).
     ``predict`` runs the GRU over each whole test sequence (causal).
     """
 
@@ -55,6 +62,7 @@ class GRUDecoder:
         self.seed, self.device = seed, device
         self.network: GRUNetwork | None = None
         self.history: History | None = None
+        self.shrinkage: np.ndarray | None = None
 
     def fit(self, x_train, z_train, x_val=None, z_val=None) -> GRUDecoder:
         """Train with early stopping on validation; returns self."""
@@ -71,12 +79,37 @@ class GRUDecoder:
         self.network = net
         stride = max(1, self.window // 4)
         xw, zw = (window_sequences(_tensor(a, net), self.window, stride) for a in (x, z))
+        xv, zv = _tensor(x_val, net), _tensor(z_val, net)
+        centre = _tensor(z.reshape(-1, z.shape[-1]).mean(0), net)
+        floor = (zv - centre).square().mean((0, 1))  # per-dimension MSE of the mean
+        best = {"score": math.inf, "epoch": 0, "state": None}
+
+        def callback(epoch: int, history: History) -> bool:
+            with torch.no_grad():
+                net.eval()
+                mse = (net(xv) - zv).square().mean((0, 1))
+                net.train()
+            score = torch.minimum(mse, floor).sum().item()
+            if score < best["score"]:
+                best.update(
+                    score=score,
+                    epoch=epoch,
+                    state={k: v.clone() for k, v in net.state_dict().items()},
+                )
+            return epoch - best["epoch"] >= self.patience
+
         self.history = fit(
-            net, xw, zw, x_val=_tensor(x_val, net), z_val=_tensor(z_val, net),
-            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-            progress=False, warmup_epochs=5, loss_fn=lambda m, x, mask, z: m.loss(x, mask, z),
-            callback=early_stopping(self.patience),
+            net, xw, zw, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+            seed=self.seed, progress=False, warmup_epochs=5,
+            loss_fn=lambda m, x, mask, z: m.loss(x, mask, z), callback=callback,
         )  # fmt: skip
+        net.load_state_dict(best["state"])
+        self.history.best_epoch, self.history.best_loss = best["epoch"], best["score"]
+        net.eval()
+        with torch.no_grad():
+            gains = shrinkage_factors(net(xv), zv, centre)
+        shrink_linear(net.readout, gains, centre)
+        self.shrinkage = gains.double().cpu().numpy()
         return self
 
     @torch.no_grad()

@@ -5,8 +5,14 @@ What :func:`~alternators_ppl.inference.fit` does with ``z_train`` (``supervised=
 - ``"auto"`` (the default): the end of the training span is held out for validation (unless
   ``x_val``/``z_val`` are given), the rest is cut into overlapping windows, one model per
   alpha in :data:`ALPHA_GRID` is trained by Eq. 12 (observed z, the best epoch picked on the
-  validation windows), and the alpha whose ``infer_latents`` mean decodes the validation span
-  best (squared error) wins: the model keeps the winner's alpha and weights.
+  validation windows); each candidate's FTN output is then shrunk per dimension towards the
+  training mean by the validation gain (:mod:`~alternators_ppl.inference.shrinkage`: a
+  dimension the features cannot decode falls back to its mean), and the alpha whose
+  ``infer_latents`` mean decodes the validation span best (squared error) wins: the model
+  keeps the winner's alpha and weights. Then (``calibrate``, default on) its noise is
+  calibrated on the validation span (:mod:`~alternators_ppl.inference.supervised_calibration`)
+  and ``model.latent_method`` becomes whichever of ``"smc"`` (the calibrated posterior, both
+  networks) and ``"ancestral"`` (the FTN recursion) decodes the validation span better.
 - ``"free-running"``: windows and validation as above, the model's own alpha, and the z-term
   scores the model's own recursion (the path ``infer_latents`` draws) against the observed z.
 - ``"teacher-forcing"``: Eq. 12 as written on the sequences as given (the old behaviour).
@@ -25,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from alternators_ppl.inference.shrinkage import shrink_alternator
 from alternators_ppl.inference.supervised_calibration import (
     calibrate_supervised,
     can_calibrate_supervised,
@@ -57,6 +64,7 @@ class SupervisedHistory(History):
 
     alpha: float | None = None
     alpha_scores: dict = field(default_factory=dict)
+    shrinkage: list | None = None  # per-dimension output gains (inference/shrinkage.py)
 
 
 def window_sequences(tensor: torch.Tensor, length: int, stride: int) -> torch.Tensor:
@@ -165,13 +173,15 @@ def _can_set_alpha(model) -> bool:
 
 
 @torch.no_grad()
-def decoding_error(model, x, z, mask=None, num_samples: int = 8, seed: int = 0) -> float:
-    """Mean squared error of the ``infer_latents`` mean (``num_samples`` draws) against
-    z (B, T, Dz) for x (B, T, Dx); the global random state is left untouched."""
+def decoding_error(
+    model, x, z, mask=None, num_samples: int = 8, seed: int = 0, method: str = "ancestral"
+) -> float:
+    """Mean squared error of the ``infer_latents(method=...)`` mean (``num_samples`` draws)
+    against z (B, T, Dz) for x (B, T, Dx); the global random state is left untouched."""
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        draws = model.infer_latents(x, mask, num_samples=num_samples, method="ancestral")
+        draws = model.infer_latents(x, mask, num_samples=num_samples, method=method)
         draws = draws[:, :, 1:]
     return (draws.mean(0) - z).square().mean().item()
 
@@ -207,6 +217,7 @@ def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, m
     val = [window_sequences(t, WINDOW, WINDOW) if x_val.shape[1] > 2 * WINDOW else t
            for t in (x_val, z_val, mask_val)]  # fmt: skip
     initial = copy.deepcopy(model.state_dict())
+    centre = z_train.reshape(-1, z_train.shape[-1]).nanmean(0)  # shrinkage target
     checkpoint_dir = fit_kwargs.pop("checkpoint_dir", None)
     best, scores = None, {}
     for alpha in grid:
@@ -217,10 +228,11 @@ def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, m
         history = fit(model, train[0], z_train=train[1], x_val=val[0], z_val=val[1],
                       mask_train=train[2], mask_val=val[2], supervised="teacher-forcing",
                       checkpoint_dir=folder, **fit_kwargs)  # fmt: skip
+        gains = shrink_alternator(model, x_val, z_val, centre, mask_val)  # c_d on validation
         scores[alpha] = decoding_error(model, x_val, z_val, mask_val)
         if best is None or scores[alpha] < best[0]:
-            best = (scores[alpha], alpha, copy.deepcopy(model.state_dict()), history)
-    _, alpha, state, history = best
+            best = (scores[alpha], alpha, copy.deepcopy(model.state_dict()), history, gains)
+    _, alpha, state, history, gains = best
     model.load_state_dict(state)
     if _can_set_alpha(model):
         model.alpha_values = (alpha,)
@@ -229,14 +241,23 @@ def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, m
     if calibrate is True or (calibrate == "auto" and can_calibrate_supervised(model)):
         calibration = calibrate_supervised(model, x_val, z_val, mask_val,
                                            seed=fit_kwargs.get("seed") or 0)  # fmt: skip
-        model.latent_method = calibration["latent_method"] = "smc"
+        # the calibrated SMC posterior (both networks) or the FTN recursion: whichever decodes
+        # the validation span better becomes what infer_latents draws by default
+        errors = {m: decoding_error(model, x_val, z_val, mask_val, method=m)
+                  for m in ("smc", "ancestral")}  # fmt: skip
+        model.latent_method = calibration["latent_method"] = min(errors, key=errors.get)
+        calibration["latent_errors"] = errors
     if checkpoint_dir is not None:  # the winner's checkpoints where a plain fit puts them
         folder = Path(checkpoint_dir)
         for name in ("best.pt", "last.pt"):
             source = folder / f"alpha-{alpha:g}" / name
             atomic_write(folder / name, lambda tmp, src=source: shutil.copyfile(src, tmp))
+    shrinkage = None if gains is None else gains.tolist()
+    if checkpoint_dir is not None:
         table = {str(k): v for k, v in scores.items()}
         write_json(folder / "selection.json",
-                   {"alpha": alpha, "alpha_scores": table, "calibration": calibration})  # fmt: skip
+                   {"alpha": alpha, "alpha_scores": table, "calibration": calibration,
+                    "shrinkage": shrinkage})  # fmt: skip
     record = {k: v for k, v in history.to_dict().items() if k not in ("epochs_run", "calibration")}
-    return SupervisedHistory(**record, alpha=alpha, alpha_scores=scores, calibration=calibration)
+    return SupervisedHistory(**record, alpha=alpha, alpha_scores=scores, calibration=calibration,
+                             shrinkage=shrinkage)  # fmt: skip

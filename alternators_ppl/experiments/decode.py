@@ -205,6 +205,10 @@ def _run(cfg: DecodeConfig, staging: Path) -> dict:
             chosen = getattr(getattr(decoder, "history", None), "alpha", None)
             if chosen is not None:
                 per_model[model][-1]["alpha"] = chosen
+            gains = getattr(getattr(decoder, "history", None), "shrinkage", None)
+            gains = getattr(decoder, "shrinkage", None) if gains is None else gains
+            if gains is not None:  # per-dimension validation gains (inference/shrinkage.py)
+                per_model[model][-1]["shrinkage"] = np.asarray(gains, float).tolist()
             if seed == cfg.first_seed:
                 figure_data[model] = (pred, draws)
         if seed == cfg.first_seed:
