@@ -395,17 +395,20 @@ def diagnose_run(
 
     time_z = np.unique(np.linspace(0, steps, min(steps + 1, 12)).round().astype(int))
     z_sel = idata.posterior[["z"]].sel(time_z=time_z)
-    ess_bulk = az.ess(z_sel, method="bulk")["z"].values
-    ess_tail = az.ess(z_sel, method="tail")["z"].values
-    rhat = az.rhat(z_sel)["z"].values
     summary_times = sorted({1, steps // 2, steps})
     latents = list(range(model.latent_dim))
-    summary = summary_table(
-        idata,
-        ["z"],
-        coords={"sequence": [0], "time_z": summary_times, "latent": latents[:3]},
-        round_to="none",
-    )
+    # a chain stuck at one value (an MCMC chain that never moved) has zero within-chain
+    # variance: R-hat is then inf or NaN, an honest failure, not an error
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ess_bulk = az.ess(z_sel, method="bulk")["z"].values
+        ess_tail = az.ess(z_sel, method="tail")["z"].values
+        rhat = az.rhat(z_sel)["z"].values
+        summary = summary_table(
+            idata,
+            ["z"],
+            coords={"sequence": [0], "time_z": summary_times, "latent": latents[:3]},
+            round_to="none",
+        )
     # ancestral draws are independent (reff 1); FFBSi draws within a system are not
     loo = loo_over_time(idata, reff=1.0 if sampler == "ancestral" else None)
     pred_flat = x_pred.reshape(-1, batch, steps, x.shape[-1])
@@ -443,7 +446,7 @@ def diagnose_run(
         "ess_bulk": _ranges(ess_bulk),
         "ess_tail": _ranges(ess_tail),
         "rhat": _ranges(rhat),
-        "rhat_above_1_01": float((rhat > 1.01).mean()),
+        "rhat_above_1_01": float((~(rhat <= 1.01)).mean()),  # NaN (a stuck chain) counts
         "loo": {k: v for k, v in loo.items() if k not in ("loo_i", "pareto_k")},
         "coverage": coverage,
         "pit_counts": pit_counts.tolist(),

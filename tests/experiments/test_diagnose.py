@@ -270,3 +270,18 @@ def test_r_hat_across_particle_systems_can_fail(lorenz_run, tmp_path):
     assert few > 1.2
     assert rhat_max(2, "few-swept", DIAGNOSE_SWEEPS) < few
     assert rhat_max(500, "many", 0) < few
+
+
+def test_particle_gibbs_sampler(lorenz_run, tmp_path):
+    from alternators_ppl.experiments.diagnose import diagnose_run
+
+    run = shutil.copytree(lorenz_run, tmp_path / "pg")
+    result = diagnose_run(
+        run, num_chains=2, num_draws=8, num_sequences=1, num_particles=4,
+        sampler="particle-gibbs",
+    )  # fmt: skip
+    assert result["sampler"] == "particle-gibbs" and result["num_particles"] == 4
+    assert "particle Gibbs with ancestor sampling" in (run / "diagnostics.md").read_text()
+    with xr.open_datatree(run / "diagnostics.nc") as tree:
+        assert tree["posterior"]["z"].shape[:2] == (2, 8)
+        assert "particle Gibbs" in tree["posterior"].attrs["sampler"]
