@@ -1,5 +1,6 @@
 """Decoders that train by gradient, behind the :class:`~alternators_ppl.models.decoders.Decoder`
-interface: the GRU decoder (Glaser et al. 2020) and the Alternator in supervised mode.
+interface: the GRU decoder (Glaser et al. 2020), a Mamba decoder (selective SSM with a
+Gaussian head) and the Alternator in supervised mode.
 
 Both train through :func:`~alternators_ppl.inference.fit` (Adam, warm-up + cosine, best epoch on
 validation). Shapes: x (B, T, Dx), z (B, T, Dz); ``predict`` -> (B, T, Dz), ``sample`` ->
@@ -14,10 +15,15 @@ import torch
 from alternators_ppl.inference.supervised import window_sequences
 from alternators_ppl.inference.training import History, fit
 from alternators_ppl.models.alternator import Alternator
-from alternators_ppl.models.decoders import GRUNetwork, _tail_split, as_sequences
+from alternators_ppl.models.decoders import (
+    GRUNetwork,
+    MambaDecoderNetwork,
+    _tail_split,
+    as_sequences,
+)
 from alternators_ppl.validation import check_positive_int
 
-__all__ = ["GRUDecoder", "AlternatorDecoder", "early_stopping"]
+__all__ = ["GRUDecoder", "MambaDecoder", "AlternatorDecoder", "early_stopping"]
 
 
 def early_stopping(patience: int):
@@ -34,7 +40,60 @@ def _tensor(a: np.ndarray, like: torch.nn.Module) -> torch.Tensor:
     return torch.as_tensor(a, dtype=like.dtype, device=like.device)
 
 
-class GRUDecoder:
+class _WindowTrainedDecoder:
+    """Trains ``self._network(Dx, Dz)`` by its ``loss`` on windows of the training span.
+
+    Training windows of ``window`` steps (stride ``window // 4``) come from the training
+    sequences minus their last ``val_fraction`` (or ``x_val``/``z_val`` when given), which
+    picks the best epoch and stops early after ``patience`` epochs without improvement.
+    """
+
+    def _network(self, obs_dim: int, latent_dim: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _setup(self, epochs, lr, batch_size, window, patience, val_fraction, seed, device):
+        self.epochs = check_positive_int(epochs, "epochs")
+        self.lr, self.batch_size = lr, check_positive_int(batch_size, "batch_size")
+        self.window = check_positive_int(window, "window")
+        self.patience, self.val_fraction = patience, val_fraction
+        self.seed, self.device = seed, device
+        self.network = None
+        self.history: History | None = None
+
+    def fit(self, x_train, z_train, x_val=None, z_val=None):
+        """Train with early stopping on validation; returns self."""
+        x, z = as_sequences(x_train, "x_train"), as_sequences(z_train, "z_train")
+        if x.shape[:2] != z.shape[:2]:
+            raise ValueError(f"x_train {x.shape} and z_train {z.shape} must share (B, T)")
+        if x_val is None:
+            x, z, x_val, z_val = _tail_split(x, z, self.val_fraction)
+        else:
+            x_val, z_val = as_sequences(x_val, "x_val"), as_sequences(z_val, "z_val")
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        net = self._network(x.shape[-1], z.shape[-1])
+        if self.device is not None:
+            net.to(self.device)
+        self.network = net
+        stride = max(1, self.window // 4)
+        xw, zw = (window_sequences(_tensor(a, net), self.window, stride) for a in (x, z))
+        self.history = fit(
+            net, xw, zw, x_val=_tensor(x_val, net), z_val=_tensor(z_val, net),
+            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
+            progress=False, warmup_epochs=5, loss_fn=lambda m, x, mask, z: m.loss(x, mask, z),
+            callback=early_stopping(self.patience),
+        )  # fmt: skip
+        return self
+
+    def _input(self, x) -> torch.Tensor:
+        if self.network is None:
+            raise ValueError(f"{type(self).__name__} is not fitted; call fit() first")
+        x = as_sequences(x, "x", self.network.obs_dim)
+        self.network.eval()
+        return _tensor(x, self.network)
+
+
+class GRUDecoder(_WindowTrainedDecoder):
     """GRU decoder: :class:`GRUNetwork` trained by MSE on windows of the training span.
 
     Training windows of ``window`` steps (stride ``window // 4``) come from the training
@@ -50,47 +109,58 @@ class GRUDecoder:
                  patience: int = 20, val_fraction: float = 0.15, seed: int | None = 0,
                  device=None):  # fmt: skip
         self.net_args = dict(hidden=hidden, num_layers=num_layers, dropout=dropout)
-        self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
-        self.window, self.patience, self.val_fraction = window, patience, val_fraction
-        self.seed, self.device = seed, device
-        self.network: GRUNetwork | None = None
-        self.history: History | None = None
+        self._setup(epochs, lr, batch_size, window, patience, val_fraction, seed, device)
 
-    def fit(self, x_train, z_train, x_val=None, z_val=None) -> GRUDecoder:
-        """Train with early stopping on validation; returns self."""
-        x, z = as_sequences(x_train, "x_train"), as_sequences(z_train, "z_train")
-        if x_val is None:
-            x, z, x_val, z_val = _tail_split(x, z, self.val_fraction)
-        else:
-            x_val, z_val = as_sequences(x_val, "x_val"), as_sequences(z_val, "z_val")
-        if self.seed is not None:
-            torch.manual_seed(self.seed)
-        net = GRUNetwork(x.shape[-1], z.shape[-1], **self.net_args)
-        if self.device is not None:
-            net.to(self.device)
-        self.network = net
-        stride = max(1, self.window // 4)
-        xw, zw = (window_sequences(_tensor(a, net), self.window, stride) for a in (x, z))
-        self.history = fit(
-            net, xw, zw, x_val=_tensor(x_val, net), z_val=_tensor(z_val, net),
-            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-            progress=False, warmup_epochs=5, loss_fn=lambda m, x, mask, z: m.loss(x, mask, z),
-            callback=early_stopping(self.patience),
-        )  # fmt: skip
-        return self
+    def _network(self, obs_dim: int, latent_dim: int) -> GRUNetwork:
+        return GRUNetwork(obs_dim, latent_dim, **self.net_args)
 
     @torch.no_grad()
     def predict(self, x) -> np.ndarray:
         """Decoded behaviour (B, T, Dz)."""
-        if self.network is None:
-            raise ValueError("GRUDecoder is not fitted; call fit() first")
-        x = as_sequences(x, "x", self.network.obs_dim)
-        self.network.eval()
-        return self.network(_tensor(x, self.network)).double().cpu().numpy()
+        return self.network(self._input(x)).double().cpu().numpy()
 
     def sample(self, x, num_samples: int | None = None) -> None:
         """A point decoder has no draws: returns None."""
         return None
+
+
+class MambaDecoder(_WindowTrainedDecoder):
+    """Mamba decoder: :class:`MambaDecoderNetwork` (selective SSM blocks, Gaussian head)
+    trained by the Gaussian negative log-likelihood of z on windows of the training span
+    (as :class:`GRUDecoder`: ``window``-step windows, validation tail, early stopping).
+
+    ``predict`` -> the Gaussian mean (B, T, Dz) over each whole sequence (causal);
+    ``sample`` -> ``num_samples`` draws (S, B, T, Dz) from the per-bin Gaussians.
+    """
+
+    has_uncertainty = True
+
+    def __init__(self, d_model: int = 32, d_state: int = 8, num_layers: int = 2,
+                 num_samples: int = 200, epochs: int = 200, lr: float = 3e-3,
+                 batch_size: int = 32, window: int = 64, patience: int = 20,
+                 val_fraction: float = 0.15, seed: int | None = 0, device=None):  # fmt: skip
+        self.net_args = dict(d_model=d_model, d_state=d_state, num_layers=num_layers)
+        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self._setup(epochs, lr, batch_size, window, patience, val_fraction, seed, device)
+
+    def _network(self, obs_dim: int, latent_dim: int) -> MambaDecoderNetwork:
+        return MambaDecoderNetwork(obs_dim, latent_dim, **self.net_args)
+
+    @torch.no_grad()
+    def predict(self, x) -> np.ndarray:
+        """Decoded behaviour: the Gaussian mean (B, T, Dz)."""
+        loc, _ = self.network(self._input(x))
+        return loc.double().cpu().numpy()
+
+    @torch.no_grad()
+    def sample(self, x, num_samples: int | None = None) -> np.ndarray:
+        """Draws (S, B, T, Dz) from the decoded Gaussians (S = ``num_samples``)."""
+        num = self.num_samples if num_samples is None else check_positive_int(
+            num_samples, "num_samples"
+        )
+        loc, scale = self.network(self._input(x))
+        draws = torch.distributions.Normal(loc, scale).sample((num,))
+        return draws.double().cpu().numpy()
 
 
 class AlternatorDecoder:
