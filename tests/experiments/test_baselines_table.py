@@ -1,0 +1,36 @@
+"""benchmarks.baselines' one table across data sets: mean (sd) over seeds, failures shown."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_table_cells_are_seed_means_of_horizon_means(tmp_path):
+    from benchmarks.baselines import baseline_table
+
+    def write(name, per_seed):
+        folder = tmp_path / name
+        folder.mkdir()
+        results = {"config": {"task": name}, "per_seed": per_seed}
+        (folder / "comparison.json").write_text(json.dumps(results))
+        return folder
+
+    seed = lambda c, r, cov, t: {"crps": c, "rmse": r, "coverage_90": cov, "train_s": t}  # noqa: E731
+    a = write(
+        "lorenz",
+        {
+            "kalman": [seed([1.0, 3.0], [2.0, 2.0], [0.9, 0.8], 10.0), seed([2.0, 4.0], [4.0, 4.0],
+                                                                         [0.7, 0.8], 20.0)],
+            "mamba": [{"failed": "ModelFailed: forecast draws are not finite"}] * 2,
+        },
+    )  # fmt: skip
+    b = write("nino", {"kalman": [seed([0.5, None], [1.0, 1.0], [0.9, 0.9], 1.0)]})
+    lines = baseline_table([a, b]).splitlines()
+    assert lines[0].startswith("| model | lorenz CRPS | lorenz cover90 | lorenz RMSE |")
+    kalman = [c.strip() for c in lines[2].split("|")[1:-1]]
+    # lorenz CRPS: seed means 2.0 and 3.0 -> 2.5 (sd 0.707); nino skips the missing horizon
+    assert kalman == ["kalman", "2.500 (0.707)", "0.80 (0.07)", "3.000 (1.414)", "15.0 (7.1)",
+                      "0.500 (0.000)", "0.90 (0.00)", "1.000 (0.000)", "1.0 (0.0)"]  # fmt: skip
+    mamba = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert mamba[:5] == ["mamba", "failed", "failed", "failed", "failed"]
+    assert mamba[5:] == ["-"] * 4
