@@ -62,6 +62,7 @@ def _run(args) -> None:
 
         cfg = CompareConfig(
             task=args.task,
+            first_seed=args.first_seed,
             num_test=args.num_test,
             num_samples=args.num_samples,
             throughput_draws=args.throughput_draws,
@@ -89,18 +90,25 @@ def _cell(per_seed: list[dict], key: str, digits: int) -> str:
 
 
 def baseline_table(runs: list[Path]) -> str:
-    """One Markdown table: rows models, per data set mean CRPS, cover90, RMSE, train s."""
-    loaded = [json.loads((Path(r) / "comparison.json").read_text()) for r in runs]
-    names = [res["config"]["task"] for res in loaded]
-    head = ["model"] + [f"{n} {label}" for n in names for _, label, _ in METRICS + (
-        ("train_s", "train s", 0),)]  # fmt: skip
+    """One Markdown table: rows models, per data set mean CRPS, cover90, RMSE, train s.
+
+    Run folders of the same task (e.g. one per seed) are pooled: their seeds are concatenated.
+    """
+    pooled: dict[str, dict] = {}
+    for folder in runs:
+        res = json.loads((Path(folder) / "comparison.json").read_text())
+        into = pooled.setdefault(res["config"]["task"], {})
+        for model, per_seed in res["per_seed"].items():
+            into.setdefault(model, []).extend(per_seed)
+    columns = METRICS + (("train_s", "train s", 1),)
+    head = ["model"] + [f"{n} {label}" for n in pooled for _, label, _ in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    models = [m for m in MODELS if any(m in res["per_seed"] for res in loaded)]
+    models = [m for m in MODELS if any(m in per_model for per_model in pooled.values())]
     for model in models:
         row = [model]
-        for res in loaded:
-            per_seed = res["per_seed"].get(model)
-            for key, _, digits in METRICS + (("train_s", "train s", 1),):
+        for per_model in pooled.values():
+            per_seed = per_model.get(model)
+            for key, _, digits in columns:
                 row.append("-" if per_seed is None else _cell(per_seed, key, digits))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -115,6 +123,7 @@ def main(argv=None) -> None:
     run.add_argument("--runs-dir", default="runs")
     run.add_argument("--models", default=",".join(MODELS))
     run.add_argument("--seeds", type=int, default=3)
+    run.add_argument("--first-seed", type=int, default=0, help="lorenz, linear: first seed")
     run.add_argument("--budget-s", type=float, default=60.0)
     run.add_argument("--epochs", type=int, default=200)
     run.add_argument("--num-test", type=int, default=8)

@@ -34,3 +34,29 @@ def test_table_cells_are_seed_means_of_horizon_means(tmp_path):
     mamba = [c.strip() for c in lines[3].split("|")[1:-1]]
     assert mamba[:5] == ["mamba", "failed", "failed", "failed", "failed"]
     assert mamba[5:] == ["-"] * 4
+
+
+def test_run_folders_of_one_task_pool_their_seeds(tmp_path):
+    from benchmarks.baselines import baseline_table
+
+    for i, crps in enumerate((1.0, 3.0)):
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        seed = {"crps": [crps], "rmse": [1.0], "coverage_90": [0.9], "train_s": 1.0}
+        results = {"config": {"task": "linear"}, "per_seed": {"kalman": [seed]}}
+        (folder / "comparison.json").write_text(json.dumps(results))
+    table = baseline_table([tmp_path / "s0", tmp_path / "s1"])
+    assert "| kalman | 2.000 (1.414) |" in table
+
+
+def test_first_seed_runs_the_same_seed_as_a_longer_run(tmp_path):
+    from alternators_ppl.experiments.compare import CompareConfig, run_comparison
+
+    models = ("persistence", "climatology")
+    _, both = run_comparison(CompareConfig.quick(models=models, seeds=2), tmp_path, "both")
+    _, second = run_comparison(
+        CompareConfig.quick(models=models, seeds=1, first_seed=1), tmp_path, "second"
+    )
+    for model in models:
+        assert second["per_seed"][model][0]["crps"] == both["per_seed"][model][1]["crps"]
+        assert second["per_seed"][model][0]["crps"] != both["per_seed"][model][0]["crps"]
