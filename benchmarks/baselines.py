@@ -50,7 +50,13 @@ def _run(args) -> None:
             run_file_comparison,
         )
 
-        cfg = FileCompareConfig("nino", num_samples=args.num_samples, **common)
+        cfg = FileCompareConfig(
+            "nino",
+            num_samples=args.num_samples,
+            eval_stride=args.eval_stride,
+            first_seed=args.first_seed,
+            **common,
+        )
         run, results = run_file_comparison(cfg, args.runs_dir, args.name, False, command)
         print(format_file_comparison(results))
     else:
@@ -123,7 +129,8 @@ def main(argv=None) -> None:
     run.add_argument("--runs-dir", default="runs")
     run.add_argument("--models", default=",".join(MODELS))
     run.add_argument("--seeds", type=int, default=3)
-    run.add_argument("--first-seed", type=int, default=0, help="lorenz, linear: first seed")
+    run.add_argument("--first-seed", type=int, default=0, help="first seed")
+    run.add_argument("--eval-stride", type=int, default=1, help="nino: step between origins")
     run.add_argument("--budget-s", type=float, default=60.0)
     run.add_argument("--epochs", type=int, default=200)
     run.add_argument("--num-test", type=int, default=8)

@@ -93,6 +93,7 @@ class FileCompareConfig:
     eval_stride: int = 1
     models: tuple[str, ...] = MODEL_NAMES
     seeds: int = 3
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
     device: str = "cpu"
     budget_s: float = 60.0
     epochs: int = 200
@@ -247,7 +248,7 @@ def run_file_comparison(
         raw, observed = {m: [] for m in cfg.models}, None
         past, future, origins = split.test_problems(cfg.eval_stride)
         shown = {}
-        for seed in range(cfg.seeds):
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             outcome = score_models(
                 cfg.models, split, seed, device,
                 lambda m, data, s, d: _evaluate(m, data, cfg, s, d),
@@ -258,7 +259,7 @@ def run_file_comparison(
                 if extra is None:
                     continue
                 draws, observed = extra
-                if seed == 0:
+                if seed == cfg.first_seed:
                     shown[model_name] = split.scaler.inverse_transform(
                         draws[:, -1].detach().cpu().numpy().astype(np.float64)
                     )
