@@ -90,3 +90,15 @@ def test_file_comparison_trains_comparators_with_the_epoch_cap(tmp_path, capsys)
     assert main(argv) == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "m" / "comparison.json").read_text())
     assert saved["per_seed"]["mamba"][0]["epochs_run"] == 2
+
+
+def test_file_comparison_first_seed_runs_that_seed(tmp_path):
+    from alternators_ppl.experiments.file_task import FileCompareConfig, run_file_comparison
+
+    path = str(_write_csv(tmp_path / "series.csv"))
+    settings = dict(models=("climatology",), context=8, horizon=3, stride=4, eval_stride=4)
+    _, both = run_file_comparison(FileCompareConfig.quick(path, seeds=2, **settings), tmp_path, "a")
+    cfg = FileCompareConfig.quick(path, seeds=1, first_seed=1, **settings)
+    _, second = run_file_comparison(cfg, tmp_path, "b")
+    crps = [r["crps"] for r in both["per_seed"]["climatology"]]
+    assert second["per_seed"]["climatology"][0]["crps"] == crps[1] != crps[0]
