@@ -120,6 +120,35 @@ def baseline_table(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def horizon_table(runs: list[Path]) -> str:
+    """Per data set, per model: CRPS, RMSE and 90% coverage at a few horizons, mean (sd)
+    over the pooled seeds (run folders of the same task pooled as in :func:`baseline_table`)."""
+    pooled: dict[str, dict] = {}
+    horizons: dict[str, int] = {}
+    for folder in runs:
+        res = json.loads((Path(folder) / "comparison.json").read_text())
+        horizons[res["config"]["task"]] = len(res["horizon"])
+        into = pooled.setdefault(res["config"]["task"], {})
+        for model, per_seed in res["per_seed"].items():
+            into.setdefault(model, []).extend(per_seed)
+    out = []
+    for task, per_model in pooled.items():
+        leads = sorted({h for h in (1, 3, 5, 6, 10, 12, 20) if h <= horizons[task]})
+        head = ["model"] + [f"{label} h={h}" for _, label, _ in METRICS for h in leads]
+        out += [f"{task}:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for model in [m for m in MODELS if m in per_model]:
+            row = [model]
+            for key, _, digits in METRICS:
+                for h in leads:
+                    at = [
+                        {key: r[key][h - 1]} if "failed" not in r else r for r in per_model[model]
+                    ]
+                    row.append(_cell(at, key, digits))
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -138,11 +167,12 @@ def main(argv=None) -> None:
     run.add_argument("--throughput-draws", type=int, default=20)
     table = sub.add_parser("table", help="one table from run folders")
     table.add_argument("runs", nargs="+", type=Path)
+    table.add_argument("--per-horizon", action="store_true", help="CRPS/RMSE/cover90 by lead")
     args = parser.parse_args(argv)
     if args.what == "run":
         _run(args)
     else:
-        print(baseline_table(args.runs))
+        print(horizon_table(args.runs) if args.per_horizon else baseline_table(args.runs))
 
 
 if __name__ == "__main__":

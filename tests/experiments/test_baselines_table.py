@@ -60,3 +60,19 @@ def test_first_seed_runs_the_same_seed_as_a_longer_run(tmp_path):
     for model in models:
         assert second["per_seed"][model][0]["crps"] == both["per_seed"][model][1]["crps"]
         assert second["per_seed"][model][0]["crps"] != both["per_seed"][model][0]["crps"]
+
+
+def test_per_horizon_table_pools_seeds_at_each_lead(tmp_path):
+    from benchmarks.baselines import horizon_table
+
+    for i, crps in enumerate((1.0, 3.0)):
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        seed = {"crps": [crps, 10 * crps], "rmse": [1.0, 2.0], "coverage_90": [0.9, 0.8]}
+        per_seed = {"kalman": [seed], "mamba": [{"failed": "ModelFailed: x"}]}
+        results = {"config": {"task": "x"}, "horizon": [1, 2], "per_seed": per_seed}
+        (folder / "comparison.json").write_text(json.dumps(results))
+    table = horizon_table([tmp_path / "s0", tmp_path / "s1"])
+    assert "| model | CRPS h=1 | cover90 h=1 | RMSE h=1 |" in table
+    assert "| kalman | 2.000 (1.414) | 0.90 (0.00) | 1.000 (0.000) |" in table
+    assert "| mamba | failed | failed | failed |" in table
