@@ -34,7 +34,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="JSON file (default: print only)")
     args = parser.parse_args(argv)
     single_thread()
-    from alternators_ppl.compare import CompareConfig, format_comparison, run_comparison
+    from alternators_ppl.experiments.compare import (
+        CompareConfig,
+        format_comparison,
+        run_comparison,
+    )
 
     settings = dict(
         task=args.task,

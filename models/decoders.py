@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alternators_ppl.models.mamba import MambaBlock
 from alternators_ppl.validation import check_positive_int
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "WienerDecoder",
     "KalmanDecoder",
     "GRUNetwork",
+    "MambaDecoderNetwork",
     "as_sequences",
 ]
 
@@ -269,6 +271,54 @@ class GRUNetwork(nn.Module):
         if z_target is None:
             raise ValueError("z_target is required: the GRU decoder is trained supervised")
         return (self(x) - z_target).square().mean()
+
+
+class MambaDecoderNetwork(nn.Module):
+    """Mamba decoder network: x (B, T, Dx) -> Gaussian (loc, scale) of z (B, T, Dz) each.
+
+    A linear embedding, ``num_layers`` residual Mamba blocks of
+    :mod:`alternators_ppl.models.mamba` (causal convolution + selective SSM, the parallel
+    scan) and a Gaussian head per bin (causal: z_t from x_1..x_t). ``loss(x, mask, z_target)``
+    is the mean Gaussian negative log-likelihood per entry of z_target, the signature of
+    :func:`alternators_ppl.inference.fit`'s ``loss_fn``.
+    """
+
+    def __init__(self, obs_dim: int, latent_dim: int, d_model: int = 32, d_state: int = 8,
+                 num_layers: int = 2, min_scale: float = 1e-3):  # fmt: skip
+        super().__init__()
+        self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        self.embed = nn.Linear(obs_dim, check_positive_int(d_model, "d_model"))
+        self.blocks = nn.ModuleList(
+            MambaBlock(d_model, check_positive_int(d_state, "d_state"))
+            for _ in range(check_positive_int(num_layers, "num_layers"))
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, 2 * latent_dim)
+        self.min_scale = min_scale
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, Dx) -> (loc, scale), each (B, T, Dz)."""
+        h = self.embed(x)
+        for block in self.blocks:
+            h, _ = block(h, parallel=True)
+        loc, raw = self.head(self.norm(h)).chunk(2, dim=-1)
+        return loc, nn.functional.softplus(raw) + self.min_scale
+
+    def loss(self, x: torch.Tensor, mask=None, z_target: torch.Tensor | None = None):
+        """Mean Gaussian negative log-likelihood of z_target (B, T, Dz) given x."""
+        if z_target is None:
+            raise ValueError("z_target is required: the Mamba decoder is trained supervised")
+        loc, scale = self(x)
+        return -torch.distributions.Normal(loc, scale).log_prob(z_target).mean()
 
 
 def _tail_split(x: np.ndarray, z: np.ndarray, fraction: float):

@@ -41,7 +41,16 @@ from alternators_ppl.runs import (
 )
 from alternators_ppl.seeding import seed_everything
 
-__all__ = ["CompareConfig", "TASKS", "run_comparison", "format_comparison"]
+__all__ = [
+    "CompareConfig",
+    "TASKS",
+    "ModelFailed",
+    "finite_draws",
+    "aggregate_seeds",
+    "score_models",
+    "run_comparison",
+    "format_comparison",
+]
 
 TASKS = {"lorenz": lorenz_forecasting_task, "linear": linear_gaussian_task}
 
@@ -53,6 +62,7 @@ class CompareConfig:
     task: str = "lorenz"
     models: tuple[str, ...] = DEFAULT_MODELS
     seeds: int = 3
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
     device: str = "cpu"
     budget_s: float = 900.0  # a wall-clock safety cap; the training budget is ``epochs``
     epochs: int = 200
@@ -64,6 +74,7 @@ class CompareConfig:
     horizon: int = 20
     num_samples: int = 200
     missing_fraction: float = 0.3
+    throughput_draws: int = 100  # free-running draws of 1,000 steps timed per model
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -110,8 +121,9 @@ class ModelFailed(RuntimeError):
     """A model of the comparison could not be scored (the reason is the message)."""
 
 
-def _finite(draws: torch.Tensor, what: str) -> torch.Tensor:
-    """Draws that may be scored: a non-finite draw fails the model, never becomes a number."""
+def finite_draws(draws: torch.Tensor, what: str) -> torch.Tensor:
+    """Draws (any shape) that may be scored: a non-finite draw fails the model (raises
+    :class:`ModelFailed`), never becomes a number."""
     if not torch.isfinite(draws).all():
         bad = (~torch.isfinite(draws)).float().mean().item()
         raise ModelFailed(f"{what} draws are not finite ({bad:.1%} of entries)")
@@ -124,18 +136,18 @@ def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict,
     history = model.fit(task.x_train, task.x_val, seed=seed, budget_s=cfg.budget_s) or {}
     train_s = time.perf_counter() - tic
     past, future = forecast_windows(x_test, cfg.context, cfg.horizon, stride=cfg.horizon)
-    draws = _finite(model.forecast(past, cfg.horizon, cfg.num_samples), "forecast")
+    draws = finite_draws(model.forecast(past, cfg.horizon, cfg.num_samples), "forecast")
     forecast = {k: v.tolist() for k, v in score_forecast_draws(draws, future).items()}
     calibration = calibration_report(draws, future)
     x_val = torch.as_tensor(task.x_val, device=device)
     val_past, val_future = forecast_windows(x_val, cfg.context, cfg.horizon, stride=cfg.horizon)
-    val_draws = _finite(model.forecast(val_past, cfg.horizon, cfg.num_samples), "validation")
+    val_draws = finite_draws(model.forecast(val_past, cfg.horizon, cfg.num_samples), "validation")
     validation = calibration_report(val_draws, val_future)
     gappy, mask = hide_random_steps(x_test, cfg.missing_fraction, seed + 1)
-    filled = _finite(model.impute(gappy, None, cfg.num_samples), "imputation")
+    filled = finite_draws(model.impute(gappy, None, cfg.num_samples), "imputation")
     imputation = score_imputation(filled, x_test, mask)
     tic = time.perf_counter()
-    _finite(model.sample(100, 1000), "free-running")
+    finite_draws(model.sample(cfg.throughput_draws, 1000), "free-running")
     sample_s = time.perf_counter() - tic
     result = {
         "crps": forecast["crps"],
@@ -157,47 +169,58 @@ def _evaluate(model, task, cfg: CompareConfig, seed: int, device) -> tuple[dict,
         "epochs_run": history.get("epochs_run"),
         "steps": history.get("steps"),
         "chosen": history.get("chosen"),
-        "sampling_steps_per_s": 100 * 1000 / sample_s,
+        "sampling_steps_per_s": cfg.throughput_draws * 1000 / sample_s,
     }
     return result, draws[:, 0]
 
 
-def _evaluate_or_fail(model_name: str, task, cfg: CompareConfig, seed: int, device):
-    """(result, draws) of one model on one seed; a model that fails (non-finite loss or draws,
-    or any error inside it) gives ({"failed": reason}, None) and the comparison goes on."""
-    seed_everything(seed)
-    try:
-        model = build_model(
-            model_name, task.x_train.shape[-1], device=device, **_model_options(model_name, cfg)
-        )
-        return _evaluate(model, task, cfg, seed, device)
-    except (ArithmeticError, ValueError, RuntimeError) as error:
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        return {"failed": reason[:300]}, None
+def score_models(models, data, seed: int, device, evaluate, options) -> dict:
+    """One seed of a comparison: {model name: (result, extra)}.
+
+    Each model is built fresh by :func:`build_model` (``options(name)`` for its constructor,
+    ``data.x_train`` (B, T, D) for its size) after ``seed_everything(seed)``, then trained and
+    scored by ``evaluate(model, data, seed, device) -> (result dict, extra)``. A model that
+    fails (an ArithmeticError, ValueError or RuntimeError inside it, e.g. :class:`ModelFailed`
+    for non-finite draws) gives ``({"failed": "Type: reason"}, None)``; the others still run.
+    Both ``compare`` on simulated tasks and ``compare`` on a file use this loop."""
+    out = {}
+    for model_name in models:
+        seed_everything(seed)
+        try:
+            model = build_model(
+                model_name, data.x_train.shape[-1], device=device, **options(model_name)
+            )
+            out[model_name] = evaluate(model, data, seed, device)
+        except (ArithmeticError, ValueError, RuntimeError) as error:
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            out[model_name] = ({"failed": reason[:300]}, None)
+    return out
 
 
-def _aggregate(per_seed: list[dict]) -> dict:
+def aggregate_seeds(per_seed: list[dict]) -> dict:
     """Mean and sd over the seeds that ran of every metric (element-wise for per-horizon
-    lists); ``failed`` lists the reasons of the seeds that failed."""
+    lists, None entries skipped; all None gives None); ``failed`` lists the reasons of the
+    seeds that failed, ``seeds_ok`` counts the others. Records (dicts) are left out."""
     failed = [r["failed"] for r in per_seed if "failed" in r]
     per_seed = [r for r in per_seed if "failed" not in r]
     out = {"failed": failed, "seeds_ok": len(per_seed)}
     if not per_seed:
         return out
     for key, first in per_seed[0].items():
-        if first is None:
-            out[key] = None
-            continue
+        values = [r[key] for r in per_seed]
         if isinstance(first, dict):  # a record (e.g. what a model chose), not a metric
             continue
-        values = [r[key] for r in per_seed]
-        columns = list(zip(*values, strict=True)) if isinstance(first, list) else [values]
-        mean = [statistics.fmean(c) for c in columns]
-        sd = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]
-        out[key] = {
-            "mean": mean if isinstance(first, list) else mean[0],
-            "sd": sd if isinstance(first, list) else sd[0],
-        }
+        if all(v is None for v in values):
+            out[key] = None
+            continue
+        listed = isinstance(first, list)
+        columns = list(zip(*values, strict=True)) if listed else [values]
+        mean, sd = [], []
+        for column in columns:
+            column = [v for v in column if v is not None]
+            mean.append(statistics.fmean(column) if column else None)
+            sd.append(statistics.stdev(column) if len(column) > 1 else (0.0 if column else None))
+        out[key] = {"mean": mean if listed else mean[0], "sd": sd if listed else sd[0]}
     return out
 
 
@@ -229,7 +252,7 @@ def run_comparison(
         raise staged
     try:
         raw = {m: [] for m in cfg.models}
-        for seed in range(cfg.seeds):
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             task = TASKS[cfg.task](
                 num_train=cfg.num_train,
                 num_val=cfg.num_val,
@@ -238,12 +261,16 @@ def run_comparison(
                 seed=seed,
             )
             shown = {}
-            for model_name in cfg.models:
-                result, draws = _evaluate_or_fail(model_name, task, cfg, seed, device)
+            outcome = score_models(
+                cfg.models, task, seed, device,
+                lambda m, t, s, d: _evaluate(m, t, cfg, s, d),
+                lambda name: _model_options(name, cfg),
+            )  # fmt: skip
+            for model_name, (result, draws) in outcome.items():
                 raw[model_name].append(result)
                 if draws is not None:
                     shown[model_name] = draws
-            if seed == 0 and shown and main:  # no figure when every model failed
+            if seed == cfg.first_seed and shown and main:  # no figure when every model failed
                 past, future = forecast_windows(
                     torch.as_tensor(task.x_test), cfg.context, cfg.horizon, stride=cfg.horizon
                 )
@@ -260,7 +287,7 @@ def run_comparison(
             "command": command,
             "versions": library_versions(),
             "horizon": list(range(1, cfg.horizon + 1)),
-            "summary": {m: _aggregate(raw[m]) for m in cfg.models},
+            "summary": {m: aggregate_seeds(raw[m]) for m in cfg.models},
             "per_seed": raw,
         }
         if not main:

@@ -1,9 +1,9 @@
 """The ``decode`` command: decoders of behaviour from neural activity, on held-out time spans.
 
 ``alternators-ppl decode {lorenz-paper,ratinabox,glaser}`` trains every chosen decoder
-(alternator, wiener, kalman, gru) for each seed on the training span and scores it on the test
-span: signed R^2, Pearson CC and RMSE per behaviour dimension, 90% interval coverage where the
-decoder has draws, and training seconds. The run folder holds ``config.json``,
+(alternator, wiener, kalman, gru, mamba) for each seed on the training span and scores it on
+the test span: signed R^2, Pearson CC and RMSE per behaviour dimension, 90% interval coverage
+where the decoder has draws, and training seconds. The run folder holds ``config.json``,
 ``decoding.json``, ``decoding.md`` (a table) and ``decoded.png`` (decoded vs true, with 90%
 bands, first seed).
 """
@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from alternators_ppl import distributed
 from alternators_ppl.data.decoding import DecodingTask
-from alternators_ppl.inference.decoders import AlternatorDecoder, GRUDecoder
+from alternators_ppl.inference.decoders import AlternatorDecoder, GRUDecoder, MambaDecoder
 from alternators_ppl.metrics import interval_coverage, pearson_cc, r2, rmse
 from alternators_ppl.models.decoders import KalmanDecoder, WienerDecoder
 from alternators_ppl.runs import atomic_write, publish_run_folder, stage_run_folder, write_json
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 DECODE_TASKS = ("lorenz-paper", "ratinabox", "glaser")
-DECODER_NAMES = ("alternator", "wiener", "kalman", "gru")
+DECODER_NAMES = ("alternator", "wiener", "kalman", "gru", "mamba")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ class DecodeConfig:
     alternator_epochs: int | None = None  # None: fit's default
     gru_epochs: int = 200
     gru_hidden: int = 64
+    mamba_epochs: int = 200
+    mamba_d_model: int = 32
     quick: bool = False
 
     def __post_init__(self):
@@ -74,7 +76,7 @@ class DecodeConfig:
     def quick_config(cls, **overrides) -> DecodeConfig:
         """Seconds-long smoke settings (short data, few epochs); the numbers mean nothing."""
         small = dict(seeds=1, num_samples=5, alternator_epochs=3, gru_epochs=3, gru_hidden=8,
-                     quick=True)  # fmt: skip
+                     mamba_epochs=3, mamba_d_model=8, quick=True)  # fmt: skip
         return replace(cls(), **{**small, **overrides})
 
 
@@ -102,6 +104,9 @@ def build_decoder(name: str, cfg: DecodeConfig, seed: int):
     if name == "gru":
         return GRUDecoder(hidden=cfg.gru_hidden, epochs=cfg.gru_epochs, seed=seed,
                           device=cfg.device)  # fmt: skip
+    if name == "mamba":
+        return MambaDecoder(d_model=cfg.mamba_d_model, epochs=cfg.mamba_epochs, seed=seed,
+                            device=cfg.device)  # fmt: skip
     fit_args = {} if cfg.alternator_epochs is None else {"epochs": cfg.alternator_epochs}
     model_args = {"hidden": (8,)} if cfg.quick else {}
     return AlternatorDecoder(cfg.num_samples, model_args, fit_args, seed=seed, device=cfg.device)
@@ -130,7 +135,7 @@ def _figure(task: DecodingTask, decoded: dict, path: Path) -> Path:
     steps = np.arange(task.z_test.shape[1])
     for d, ax in enumerate(axes):
         ax.plot(steps, task.z_test[0, :, d], color="black", lw=1.2, label="true")
-        for (name, (pred, draws)), colour in zip(decoded.items(), ["C0", "C1", "C2", "C3"],
+        for (name, (pred, draws)), colour in zip(decoded.items(), ["C0", "C1", "C2", "C3", "C4"],
                                                  strict=False):  # fmt: skip
             ax.plot(steps, pred[:, d], color=colour, lw=0.9, label=name)
             if draws is not None:

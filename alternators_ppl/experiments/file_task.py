@@ -34,9 +34,15 @@ from alternators_ppl.evaluation.masked_scoring import (
     score_masked_imputation,
 )
 from alternators_ppl.evaluation.scoring import hide_random_steps
-from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
-from alternators_ppl.runs import publish_run_folder, resolve_device, stage_run_folder, write_json
-from alternators_ppl.seeding import seed_everything
+from alternators_ppl.experiments.compare import aggregate_seeds, finite_draws, score_models
+from alternators_ppl.experiments.registry import MODEL_NAMES
+from alternators_ppl.runs import (
+    library_versions,
+    publish_run_folder,
+    resolve_device,
+    stage_run_folder,
+    write_json,
+)
 
 __all__ = [
     "BUILTIN_SERIES",
@@ -87,6 +93,7 @@ class FileCompareConfig:
     eval_stride: int = 1
     models: tuple[str, ...] = MODEL_NAMES
     seeds: int = 3
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
     device: str = "cpu"
     budget_s: float = 60.0
     epochs: int = 200
@@ -141,7 +148,7 @@ def load_split(cfg) -> SplitSeries:
 
 
 def _model_options(name: str, cfg) -> dict:
-    if name in ("alternator", "dmm"):
+    if name in ("alternator", "dmm", "mamba", "neural-ode", "diffusion"):
         return {"epochs": cfg.epochs}
     if name == "kalman":
         return {"em_iters": max(cfg.epochs // 2, 1)}
@@ -156,18 +163,20 @@ def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, devi
     history = model.fit(split.x_train, split.x_val, seed=seed, budget_s=cfg.budget_s) or {}
     train_s = time.perf_counter() - tic
     with torch.no_grad():
-        draws = model.forecast(past_t, cfg.horizon, cfg.num_samples)
+        draws = finite_draws(model.forecast(past_t, cfg.horizon, cfg.num_samples), "forecast")
     std = score_masked_forecast(draws, future_t)
     calibration = calibration_report(draws, future_t)
     val_t = torch.as_tensor(split.x_val, device=device)
     with torch.no_grad():
-        val_draws = model.forecast(val_t[:, : cfg.context], cfg.horizon, cfg.num_samples)
+        val_draws = finite_draws(
+            model.forecast(val_t[:, : cfg.context], cfg.horizon, cfg.num_samples), "validation"
+        )
     validation = calibration_report(val_draws, val_t[:, cfg.context :])
     data = score_masked_forecast(draws, future_t, split.scaler.scale, split.scaler.mean)
     test = torch.as_tensor(split.x[:, split.test_start :], device=device)
     gappy, kept = hide_random_steps(test, cfg.missing_fraction, seed + 1)
     with torch.no_grad():
-        filled = model.impute(gappy, None, cfg.num_samples)
+        filled = finite_draws(model.impute(gappy, None, cfg.num_samples), "imputation")
     imputation = score_masked_imputation(filled, test, ~kept)
     result = {
         "crps": std["crps"],
@@ -185,29 +194,11 @@ def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, devi
         "imputation_crps": imputation["crps"],
         "imputation_coverage_90": imputation["coverage_90"],
         "train_s": train_s,
+        "epochs_run": history.get("epochs_run"),
+        "steps": history.get("steps"),
         "chosen": history.get("chosen"),
     }
-    return result, draws, std["observed"]
-
-
-def _aggregate(per_seed: list[dict]) -> dict:
-    """Mean and sd over seeds (element-wise for per-horizon lists; None entries skipped)."""
-    out = {}
-    for key, first in per_seed[0].items():
-        if isinstance(first, dict) or (first is None and key == "chosen"):
-            continue  # a record (e.g. what a model chose), not a metric
-        values = [r[key] for r in per_seed]
-        columns = list(zip(*values, strict=True)) if isinstance(first, list) else [values]
-        mean, sd = [], []
-        for c in columns:
-            c = [v for v in c if v is not None]
-            mean.append(statistics.fmean(c) if c else None)
-            sd.append(statistics.stdev(c) if len(c) > 1 else (0.0 if c else None))
-        out[key] = {
-            "mean": mean if isinstance(first, list) else mean[0],
-            "sd": sd if isinstance(first, list) else sd[0],
-        }
-    return out
+    return result, (draws, std["observed"])
 
 
 def _time_text(series, index: int) -> str:
@@ -235,10 +226,19 @@ def _spans(split: SplitSeries) -> dict:
 
 
 def run_file_comparison(
-    cfg: FileCompareConfig, runs_dir="runs", name: str | None = None, overwrite: bool = False
+    cfg: FileCompareConfig,
+    runs_dir="runs",
+    name: str | None = None,
+    overwrite: bool = False,
+    command: str | None = None,
 ) -> tuple[Path, dict]:
     """Run every model on the series for every seed; write comparison.json, comparison.md and
-    figures/forecasts.png (data units) into ``runs_dir/name``; return (folder, results)."""
+    figures/forecasts.png (data units) into ``runs_dir/name``; return (folder, results).
+
+    The per-seed loop is compare's (:func:`~alternators_ppl.experiments.compare.score_models`):
+    a model that fails on a seed is recorded with its reason and the others go on.
+    comparison.json records the config, the ``command``, the library versions, and per model
+    and seed the metrics with the epochs, optimiser steps and seconds of training."""
     device = resolve_device(cfg.device)
     split = load_split(cfg)
     label = Path(cfg.path).stem if cfg.path not in BUILTIN_SERIES else cfg.path
@@ -248,27 +248,33 @@ def run_file_comparison(
         raw, observed = {m: [] for m in cfg.models}, None
         past, future, origins = split.test_problems(cfg.eval_stride)
         shown = {}
-        for seed in range(cfg.seeds):
-            for model_name in cfg.models:
-                seed_everything(seed)
-                model = build_model(
-                    model_name, split.x.shape[-1], device=device, **_model_options(model_name, cfg)
-                )
-                result, draws, observed = _evaluate(model, split, cfg, seed, device)
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
+            outcome = score_models(
+                cfg.models, split, seed, device,
+                lambda m, data, s, d: _evaluate(m, data, cfg, s, d),
+                lambda model_name: _model_options(model_name, cfg),
+            )  # fmt: skip
+            for model_name, (result, extra) in outcome.items():
                 raw[model_name].append(result)
-                if seed == 0:
+                if extra is None:
+                    continue
+                draws, observed = extra
+                if seed == cfg.first_seed:
                     shown[model_name] = split.scaler.inverse_transform(
                         draws[:, -1].detach().cpu().numpy().astype(np.float64)
                     )
         unscale = split.scaler.inverse_transform
-        plots.plot_forecast_comparison(
-            unscale(past[-1].astype(np.float64)),
-            unscale(future[-1].astype(np.float64)),
-            shown,
-            run / "figures" / "forecasts.png",
-        )
+        if shown:  # no figure when every model failed
+            plots.plot_forecast_comparison(
+                unscale(past[-1].astype(np.float64)),
+                unscale(future[-1].astype(np.float64)),
+                shown,
+                run / "figures" / "forecasts.png",
+            )
         results = {
             "config": {**asdict(cfg), "task": label},
+            "command": command,
+            "versions": library_versions(),
             "source": split.series.source,
             "columns": list(split.series.columns),
             "scaler": split.scaler.to_dict(),
@@ -277,7 +283,7 @@ def run_file_comparison(
             "first_origin": _time_text(split.series, int(origins[0])),
             "observed_per_horizon": observed,
             "horizon": list(range(1, cfg.horizon + 1)),
-            "summary": {m: _aggregate(raw[m]) for m in cfg.models},
+            "summary": {m: aggregate_seeds(raw[m]) for m in cfg.models},
             "per_seed": raw,
         }
         write_json(run / "comparison.json", results)
@@ -329,6 +335,10 @@ def format_file_comparison(results: dict) -> str:
         "|" + "---|" * len(head),
     ]
     for model, s in results["summary"].items():
+        if not s["seeds_ok"]:
+            reason = s["failed"][0].replace("|", "/")
+            lines.append(f"| {model} | failed on every seed: {reason} |")
+            continue
         row = [model] + [cell(s["crps"], h - 1) for h in leads]
         row += [
             cell(s["crps"], "avg"),
@@ -342,7 +352,7 @@ def format_file_comparison(results: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Calibration on the test problems (means over seeds):", ""]
     for model, s in results["summary"].items():
-        if "spread_skill" not in s:
+        if not s["seeds_ok"] or "spread_skill" not in s:
             continue
 
         def avg(values):
@@ -363,6 +373,9 @@ def format_file_comparison(results: dict) -> str:
         lines += [format_calibration(model, report), ""]
     while lines and not lines[-1]:
         lines.pop()
+    for model, s in results["summary"].items():
+        if s["failed"] and s["seeds_ok"]:
+            lines.append(f"\n{model} failed on {len(s['failed'])} seed(s): {s['failed'][0]}")
     return "\n".join(lines)
 
 
@@ -469,5 +482,7 @@ def compare_file_command(args) -> tuple[str, Path]:
         if args.quick
         else FileCompareConfig(args.task, **overrides)
     )
-    run, results = run_file_comparison(cfg, args.runs_dir, args.name, args.overwrite)
+    argv = getattr(args, "argv", None)
+    command = None if argv is None else " ".join(["alternators-ppl", *argv])
+    run, results = run_file_comparison(cfg, args.runs_dir, args.name, args.overwrite, command)
     return format_file_comparison(results), run
