@@ -115,13 +115,13 @@ def test_forecast_command_with_covariates(tmp_path):
     frame = _write(tmp_path / "s.csv", steps=200)
     frame.loc[196:, "y"] = np.nan  # the last 4 rows give the covariate, not the target
     frame.to_csv(tmp_path / "f.csv", index=False)
-    cfg = ForecastConfig(str(tmp_path / "f.csv"), model="kalman", covariates=("c", "weekday"),
-                         context=8, horizon=4, epochs=20, num_samples=200)  # fmt: skip
+    cfg = ForecastConfig(str(tmp_path / "f.csv"), model="kalman", covariates=("c",),
+                         context=8, horizon=4, epochs=200, num_samples=200)  # fmt: skip
     run, summary = run_forecast(cfg, tmp_path / "runs", "f")
     table = pd.read_csv(run / "forecast.csv")
     assert list(table["time"]) == [str(d.date()) for d in frame["date"][196:]]
     assert summary["columns"] == ["y"]
-    assert summary["covariates"] == ["c", "weekday_sin", "weekday_cos"]
+    assert summary["covariates"] == ["c"]
     # the forecast follows the given covariate: y = 1.5 c
     err = table["y_mean"].to_numpy() - 1.5 * frame["c"][196:].to_numpy()
     assert np.sqrt(np.mean(err**2)) < 0.6 * np.std(1.5 * frame["c"][196:])
@@ -129,3 +129,15 @@ def test_forecast_command_with_covariates(tmp_path):
                            context=8, horizon=6, epochs=2)  # fmt: skip
     with pytest.raises(ValueError, match="must be given for the 6 forecast steps"):
         run_forecast(short, tmp_path / "runs", "g")
+
+
+def test_forecast_with_calendar_covariates_extends_the_time_axis(tmp_path):
+    frame = _write(tmp_path / "s.csv", steps=120)
+    cfg = ForecastConfig(str(tmp_path / "s.csv"), model="persistence", columns=("y",),
+                         covariates=("weekday",), context=8, horizon=3, num_samples=20)  # fmt: skip
+    run, summary = run_forecast(cfg, tmp_path / "runs", "cal")
+    table = pd.read_csv(run / "forecast.csv")
+    after = pd.date_range(frame["date"].iloc[-1], periods=4, freq="D")[1:]
+    assert list(table["time"]) == [str(d.date()) for d in after]
+    assert summary["covariates"] == ["weekday_sin", "weekday_cos"]
+    np.testing.assert_allclose(table["y_q50"], frame["y"].iloc[-1])  # persistence, unchanged
