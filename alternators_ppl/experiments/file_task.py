@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alternators_ppl.data.covariates import with_covariates
 from alternators_ppl.data.readers import NETCDF_SUFFIXES, read_series
 from alternators_ppl.data.splits import SplitSeries, split_series
 from alternators_ppl.evaluation import figures as plots
@@ -34,6 +35,7 @@ from alternators_ppl.evaluation.masked_scoring import (
     score_masked_imputation,
 )
 from alternators_ppl.evaluation.scoring import hide_random_steps
+from alternators_ppl.experiments import covariates as cov
 from alternators_ppl.experiments.compare import aggregate_seeds, finite_draws, score_models
 from alternators_ppl.experiments.registry import MODEL_NAMES
 from alternators_ppl.runs import (
@@ -77,6 +79,9 @@ class FileCompareConfig:
 
     ``split_at`` is ``(val_start, test_start)`` (step indices or dates) or None for the
     70/15/15 ``fractions``; ``stride`` spaces training windows, ``eval_stride`` test origins.
+    ``covariates`` names known inputs (file columns or calendar features such as ``month``;
+    :mod:`alternators_ppl.data.covariates`): they join x, are given over the horizon, and
+    only the targets are scored.
     """
 
     path: str
@@ -99,6 +104,7 @@ class FileCompareConfig:
     epochs: int = 200
     num_samples: int = 200
     missing_fraction: float = 0.3
+    covariates: tuple[str, ...] | None = None
 
     def __post_init__(self):
         unknown = [m for m in self.models if m not in MODEL_NAMES]
@@ -141,9 +147,12 @@ def load_series(
 
 def load_split(cfg) -> SplitSeries:
     """Read ``cfg.path`` and split it as ``cfg`` says (see :func:`split_series`)."""
+    columns = cov.read_columns(cfg.columns, getattr(cfg, "covariates", None))
     series = load_series(
-        cfg.path, cfg.columns, cfg.time_column, cfg.resample, cfg.fill_value, cfg.region
+        cfg.path, columns, cfg.time_column, cfg.resample, cfg.fill_value, cfg.region
     )
+    if getattr(cfg, "covariates", None):
+        series = with_covariates(series, cfg.covariates, cfg.columns)[0]
     return split_series(series, cfg.context, cfg.horizon, cfg.fractions, cfg.split_at, cfg.stride)
 
 
@@ -155,29 +164,39 @@ def _model_options(name: str, cfg) -> dict:
     return {}
 
 
+def _forecast(model, past, future, cfg, n_targets: int):
+    """Forecast draws of the targets (S, N, H, n_targets) and the targets' truth: plain
+    forecasts, or with covariates the masked imputation given them (only their future)."""
+    with torch.no_grad():
+        if n_targets == past.shape[-1]:
+            return model.forecast(past, cfg.horizon, cfg.num_samples), future
+        draws = cov.covariate_forecast(model, past, future, n_targets, cfg.num_samples)
+    return draws, future[..., :n_targets]
+
+
 def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, device):
     past, future, _ = split.test_problems(cfg.eval_stride)
+    n_t = cov.target_count(split.series.columns, getattr(cfg, "covariates", None))
     past_t = torch.as_tensor(past, device=device)
     future_t = torch.as_tensor(future, device=device)
     tic = time.perf_counter()
     history = model.fit(split.x_train, split.x_val, seed=seed, budget_s=cfg.budget_s) or {}
     train_s = time.perf_counter() - tic
-    with torch.no_grad():
-        draws = finite_draws(model.forecast(past_t, cfg.horizon, cfg.num_samples), "forecast")
+    draws, future_t = _forecast(model, past_t, future_t, cfg, n_t)
+    draws = finite_draws(draws, "forecast")
     std = score_masked_forecast(draws, future_t)
     calibration = calibration_report(draws, future_t)
     val_t = torch.as_tensor(split.x_val, device=device)
-    with torch.no_grad():
-        val_draws = finite_draws(
-            model.forecast(val_t[:, : cfg.context], cfg.horizon, cfg.num_samples), "validation"
-        )
-    validation = calibration_report(val_draws, val_t[:, cfg.context :])
-    data = score_masked_forecast(draws, future_t, split.scaler.scale, split.scaler.mean)
+    val_draws, val_future = _forecast(
+        model, val_t[:, : cfg.context], val_t[:, cfg.context :], cfg, n_t
+    )
+    validation = calibration_report(finite_draws(val_draws, "validation"), val_future)
+    data = score_masked_forecast(draws, future_t, split.scaler.scale[:n_t], split.scaler.mean[:n_t])
     test = torch.as_tensor(split.x[:, split.test_start :], device=device)
     gappy, kept = hide_random_steps(test, cfg.missing_fraction, seed + 1)
     with torch.no_grad():
         filled = finite_draws(model.impute(gappy, None, cfg.num_samples), "imputation")
-    imputation = score_masked_imputation(filled, test, ~kept)
+    imputation = score_masked_imputation(filled[..., :n_t], test[..., :n_t], ~kept)
     result = {
         "crps": std["crps"],
         "rmse": std["rmse"],
@@ -247,6 +266,9 @@ def run_file_comparison(
     try:
         raw, observed = {m: [] for m in cfg.models}, None
         past, future, origins = split.test_problems(cfg.eval_stride)
+        n_t = cov.target_count(split.series.columns, cfg.covariates)
+        scaler = cov.target_scaler(split.scaler, n_t)
+        past, future = past[..., :n_t], future[..., :n_t]
         shown = {}
         for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             outcome = score_models(
@@ -260,10 +282,10 @@ def run_file_comparison(
                     continue
                 draws, observed = extra
                 if seed == cfg.first_seed:
-                    shown[model_name] = split.scaler.inverse_transform(
+                    shown[model_name] = scaler.inverse_transform(
                         draws[:, -1].detach().cpu().numpy().astype(np.float64)
                     )
-        unscale = split.scaler.inverse_transform
+        unscale = scaler.inverse_transform
         if shown:  # no figure when every model failed
             plots.plot_forecast_comparison(
                 unscale(past[-1].astype(np.float64)),
@@ -276,7 +298,8 @@ def run_file_comparison(
             "command": command,
             "versions": library_versions(),
             "source": split.series.source,
-            "columns": list(split.series.columns),
+            "columns": list(split.series.columns[:n_t]),
+            "covariates": list(split.series.columns[n_t:]),
             "scaler": split.scaler.to_dict(),
             "spans": _spans(split),
             "test_problems": len(past),
@@ -329,7 +352,13 @@ def format_file_comparison(results: dict) -> str:
         f"{cfg['budget_s']:.0f} s per model; test span {spans['test']['first']} to "
         f"{spans['test']['last']} ({results['test_problems']} forecast problems, context "
         f"{cfg['context']}, horizon {cfg['horizon']}); standardised units unless marked data; "
-        "mean ± sd over seeds.",
+        "mean ± sd over seeds."
+        + (
+            f" Covariates (given over the horizon, read one step ahead, not scored): "
+            f"{', '.join(results['covariates'])}."
+            if results.get("covariates")
+            else ""
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -428,6 +457,12 @@ def add_series_arguments(
     parser.add_argument("--context", type=positive_int, help="context steps (default 24)")
     parser.add_argument("--horizon", type=positive_int, help="forecast steps (default 12)")
     parser.add_argument("--stride", type=positive_int, help="step between training windows")
+    parser.add_argument(
+        "--covariates",
+        type=_column_list,
+        help="known inputs C,D: file columns and/or calendar features (month, weekday, hour), "
+        "given over the horizon and not scored",
+    )
     if split_at:
         parser.add_argument(
             "--split-at",
@@ -447,6 +482,7 @@ def series_options(
         "context",
         "horizon",
         "stride",
+        "covariates",
     ),
 ) -> dict:
     """The series options the user gave (None ones left to the config's defaults)."""

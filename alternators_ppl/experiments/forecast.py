@@ -7,6 +7,13 @@ quantiles and mean in data units with time stamps continuing the data's (``forec
 ``forecast.nc`` for gridded NetCDF input), a fan chart (``figures/forecast.png``) and
 ``forecast.json`` (config, spans, scaler, training history). Nothing is overwritten unless
 asked.
+
+With ``covariates`` (known inputs: file columns, calendar features; see
+:mod:`alternators_ppl.data.covariates`) the forecast is the model's masked imputation of the
+last context steps and the horizon with the targets of the horizon missing. Calendar features
+of the horizon come from its time stamps; a file column must be given for the horizon: the
+file then ends with ``horizon`` (or more) rows whose targets are empty and whose covariates
+are filled in, and the forecast starts after the last row with a target value.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from alternators_ppl.data.covariates import CALENDAR_FEATURES, with_covariates
 from alternators_ppl.data.readers import Series
 from alternators_ppl.data.scaling import Standardizer
 from alternators_ppl.data.splits import make_windows
+from alternators_ppl.experiments import covariates as cov
 from alternators_ppl.experiments.file_task import BUILTIN_SERIES, load_series, series_options
 from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
 from alternators_ppl.runs import (
@@ -64,6 +73,7 @@ class ForecastConfig:
     epochs: int = 200
     num_samples: int = 500
     quantiles: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
+    covariates: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
@@ -99,6 +109,44 @@ def _train_val(series: Series, cfg: ForecastConfig):
     x_train = make_windows(x, need, cfg.stride, 0, val_start)
     x_val = make_windows(x, need, 1, val_start - cfg.context, steps)
     return scaler, x, x_train, x_val, val_start
+
+
+def _with_horizon_covariates(series: Series, cfg: ForecastConfig) -> tuple[Series, int, int]:
+    """(series with covariates read one step ahead and the horizon's rows, n_targets, end):
+    rows ``[:end]`` are the data, rows ``[end : end + horizon]`` the horizon (targets NaN)."""
+    exogenous = [c for c in cfg.covariates if c in series.columns]
+    targets = list(cfg.columns) if cfg.columns else [
+        c for c in series.columns if c not in exogenous
+    ]
+    index = [series.columns.index(c) for c in targets if c in series.columns]
+    observed = np.flatnonzero(np.isfinite(series.values[..., index]).any(axis=(0, 2)))
+    if observed.size == 0:
+        raise ValueError("the target columns hold no value")
+    end, steps = int(observed[-1]) + 1, series.values.shape[1]
+    if exogenous and steps - end < cfg.horizon:
+        raise ValueError(
+            f"covariate {exogenous[0]!r} must be given for the {cfg.horizon} forecast steps: "
+            f"end the file with {cfg.horizon} rows whose targets are empty (it has "
+            f"{steps - end} after the last target value)"
+        )
+    if steps - end < cfg.horizon:  # calendar features only: extend the time axis
+        extra = cfg.horizon - (steps - end)
+        tail = np.full(series.values.shape[:1] + (extra,) + series.values.shape[2:], np.nan)
+        series = replace(
+            series,
+            values=np.concatenate([series.values, tail], axis=1),
+            time=np.concatenate([series.time, series.future_times(extra)]),
+        )
+    series = replace(
+        series,
+        values=series.values[:, : end + cfg.horizon],
+        time=series.time[: end + cfg.horizon],
+    )
+    unknown = [c for c in cfg.covariates if c not in series.columns and c not in CALENDAR_FEATURES]
+    if unknown:
+        raise ValueError(f"covariate {unknown[0]!r} is neither a column nor a calendar feature")
+    series, n_targets = with_covariates(series, cfg.covariates, targets)
+    return series, n_targets, end
 
 
 def _quantile_table(series: Series, times, quantiles, probs, mean):
@@ -175,9 +223,25 @@ def run_forecast(
     the run folder; return (folder, summary)."""
     device = resolve_device(cfg.device)
     series = load_series(
-        cfg.path, cfg.columns, cfg.time_column, cfg.resample, cfg.fill_value, cfg.region
+        cfg.path,
+        cov.read_columns(cfg.columns, cfg.covariates),
+        cfg.time_column,
+        cfg.resample,
+        cfg.fill_value,
+        cfg.region,
     )
+    n_targets, horizon_x = None, None
+    if cfg.covariates:
+        full, n_targets, end = _with_horizon_covariates(series, cfg)
+        series = replace(full, values=full.values[:, :end], time=full.time[:end])
     scaler, x, x_train, x_val, val_start = _train_val(series, cfg)
+    if cfg.covariates:
+        horizon_x = scaler.transform(full.values[:, end:]).astype(np.float32)
+        scaler = cov.target_scaler(scaler, n_targets)
+        times_ahead = full.time[end:]
+        series = replace(
+            series, values=series.values[..., :n_targets], columns=series.columns[:n_targets]
+        )
     label = cfg.path if cfg.path in BUILTIN_SERIES else Path(cfg.path).stem
     name = name or time.strftime(f"forecast-{label}-%Y%m%d-%H%M%S")
     final, run = stage_run_folder(runs_dir, name, overwrite)
@@ -192,12 +256,16 @@ def run_forecast(
         train_s = time.perf_counter() - tic
         context = torch.as_tensor(x[:, -cfg.context :], device=device)
         with torch.no_grad():
-            draws = model.forecast(context, cfg.horizon, cfg.num_samples)
+            if horizon_x is None:
+                draws = model.forecast(context, cfg.horizon, cfg.num_samples)
+            else:  # the targets of the horizon are NaN: only the covariates are given
+                ahead = torch.as_tensor(horizon_x, device=device)
+                draws = cov.covariate_forecast(model, context, ahead, n_targets, cfg.num_samples)
         draws = scaler.inverse_transform(draws.detach().cpu().numpy().astype(np.float64))
         probs = tuple(sorted(cfg.quantiles))
         quantiles = np.quantile(draws, probs, axis=0)  # (Q, B, H, D)
         mean = draws.mean(0)
-        times = series.future_times(cfg.horizon)
+        times = series.future_times(cfg.horizon) if horizon_x is None else times_ahead
         if series.grid is not None:
             data = _quantile_dataset(series, times, quantiles, probs, mean)
             out = atomic_write(run / "forecast.nc", lambda p: data.to_netcdf(p, engine="h5netcdf"))
@@ -209,6 +277,7 @@ def run_forecast(
             "config": asdict(cfg),
             "source": series.source,
             "columns": list(series.columns),
+            "covariates": list(full.columns[n_targets:]) if cfg.covariates else [],
             "steps": int(series.values.shape[1]),
             "train_steps": val_start,
             "last_time": _stamp(series.time[-1]),
