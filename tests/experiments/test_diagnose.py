@@ -278,7 +278,7 @@ def test_particle_gibbs_sampler(lorenz_run, tmp_path):
     run = shutil.copytree(lorenz_run, tmp_path / "pg")
     result = diagnose_run(
         run, num_chains=2, num_draws=8, num_sequences=1, num_particles=4,
-        sampler="particle-gibbs",
+        sampler="particle-gibbs", overwrite=True,
     )  # fmt: skip
     assert result["sampler"] == "particle-gibbs" and result["num_particles"] == 4
     assert "particle Gibbs with ancestor sampling" in (run / "diagnostics.md").read_text()
