@@ -22,9 +22,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/alternators-ppl lorenz
 
-# Each test process uses one torch thread (tests/conftest.py): two processes use both cores.
+# Each test process uses one torch thread (tests/conftest.py), and so do the subprocesses the
+# tests start (OMP_NUM_THREADS): two processes use both cores without oversubscribing them.
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run
