@@ -50,6 +50,7 @@ __all__ = [
     "score_models",
     "run_comparison",
     "format_comparison",
+    "calibration_lines",
 ]
 
 TASKS = {"lorenz": lorenz_forecasting_task, "linear": linear_gaussian_task}
@@ -353,9 +354,24 @@ def format_comparison(results: dict) -> str:
             f"{s['sampling_steps_per_s']['mean']:.3g}",
         ]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Calibration on the held-out trajectories (means over seeds):", ""]
-    for model, s in results["summary"].items():
-        if not s["seeds_ok"] or "coverage_50" not in s:
+    lines += calibration_lines(
+        results["summary"], "Calibration on the held-out trajectories (means over seeds):"
+    )
+    return "\n".join(lines)
+
+
+def calibration_lines(summary: dict, heading: str) -> list[str]:
+    """The calibration part of a comparison table: ``heading``, each scored model's
+    calibration report (means over seeds; horizons without a value are skipped), and a line
+    per model that failed on some seeds."""
+    lines = ["", heading, ""]
+
+    def avg(values):
+        values = [v for v in values if v is not None]
+        return statistics.fmean(values) if values else float("nan")
+
+    for model, s in summary.items():
+        if not s["seeds_ok"] or "coverage_50" not in s or "spread_skill" not in s:
             continue
         report = {
             "coverage_50": s["coverage_50"]["mean"],
@@ -363,15 +379,15 @@ def format_comparison(results: dict) -> str:
             "spread_skill": s["spread_skill"]["mean"],
             "pit_histogram": s["pit_histogram"]["mean"],
             "pit_max_deviation": s["pit_max_deviation"]["mean"],
-            "coverage_50_mean": statistics.fmean(s["coverage_50"]["mean"]),
-            "coverage_90_mean": statistics.fmean(s["coverage_90"]["mean"]),
-            "spread_skill_mean": statistics.fmean(s["spread_skill"]["mean"]),
+            "coverage_50_mean": avg(s["coverage_50"]["mean"]),
+            "coverage_90_mean": avg(s["coverage_90"]["mean"]),
+            "spread_skill_mean": avg(s["spread_skill"]["mean"]),
             "warning": coverage_warning(s["validation_coverage_90"]["mean"]),
         }
         lines += [format_calibration(model, report), ""]
     while lines and not lines[-1]:
         lines.pop()
-    for model, s in results["summary"].items():
+    for model, s in summary.items():
         if s["failed"] and s["seeds_ok"]:
             lines.append(f"\n{model} failed on {len(s['failed'])} seed(s): {s['failed'][0]}")
-    return "\n".join(lines)
+    return lines

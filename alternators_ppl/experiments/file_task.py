@@ -27,8 +27,6 @@ from alternators_ppl.data.splits import SplitSeries, split_series
 from alternators_ppl.evaluation import figures as plots
 from alternators_ppl.evaluation.forecast_calibration import (
     calibration_report,
-    coverage_warning,
-    format_calibration,
 )
 from alternators_ppl.evaluation.masked_scoring import (
     score_masked_forecast,
@@ -36,7 +34,12 @@ from alternators_ppl.evaluation.masked_scoring import (
 )
 from alternators_ppl.evaluation.scoring import hide_random_steps
 from alternators_ppl.experiments import covariates as cov
-from alternators_ppl.experiments.compare import aggregate_seeds, finite_draws, score_models
+from alternators_ppl.experiments.compare import (
+    aggregate_seeds,
+    calibration_lines,
+    finite_draws,
+    score_models,
+)
 from alternators_ppl.experiments.registry import MODEL_NAMES
 from alternators_ppl.runs import (
     library_versions,
@@ -379,32 +382,9 @@ def format_file_comparison(results: dict) -> str:
             cell(s["train_s"], digits=1),
         ]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Calibration on the test problems (means over seeds):", ""]
-    for model, s in results["summary"].items():
-        if not s["seeds_ok"] or "spread_skill" not in s:
-            continue
-
-        def avg(values):
-            values = [v for v in values if v is not None]
-            return statistics.fmean(values) if values else float("nan")
-
-        report = {
-            "coverage_50": s["coverage_50"]["mean"],
-            "coverage_90": s["coverage_90"]["mean"],
-            "spread_skill": s["spread_skill"]["mean"],
-            "pit_histogram": s["pit_histogram"]["mean"],
-            "pit_max_deviation": s["pit_max_deviation"]["mean"],
-            "coverage_50_mean": avg(s["coverage_50"]["mean"]),
-            "coverage_90_mean": avg(s["coverage_90"]["mean"]),
-            "spread_skill_mean": avg(s["spread_skill"]["mean"]),
-            "warning": coverage_warning(s["validation_coverage_90"]["mean"]),
-        }
-        lines += [format_calibration(model, report), ""]
-    while lines and not lines[-1]:
-        lines.pop()
-    for model, s in results["summary"].items():
-        if s["failed"] and s["seeds_ok"]:
-            lines.append(f"\n{model} failed on {len(s['failed'])} seed(s): {s['failed'][0]}")
+    lines += calibration_lines(
+        results["summary"], "Calibration on the test problems (means over seeds):"
+    )
     return "\n".join(lines)
 
 
