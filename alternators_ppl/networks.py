@@ -8,7 +8,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-__all__ = ["MLP", "ACTIVATIONS"]
+__all__ = ["MLP", "ACTIVATIONS", "ParameterPlacement"]
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -17,6 +17,21 @@ ACTIVATIONS = {
     "silu": nn.SiLU,
     "elu": nn.ELU,
 }
+
+
+class ParameterPlacement:
+    """Mixin for a torch module: ``device`` and ``dtype`` are those of its first parameter
+    (inputs are moved and cast to them)."""
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters."""
+        return next(self.parameters()).dtype
 
 
 class MLP(PyroModule):

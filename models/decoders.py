@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from alternators_ppl.models.mamba import MambaBlock
+from alternators_ppl.networks import ParameterPlacement
 from alternators_ppl.validation import check_positive_int
 
 __all__ = [
@@ -235,7 +236,7 @@ class KalmanDecoder:
         return means + np.einsum("btij,sbtj->sbti", chol, eps)
 
 
-class GRUNetwork(nn.Module):
+class GRUNetwork(ParameterPlacement, nn.Module):
     """GRU decoder network (Glaser et al. 2020): x (B, T, Dx) -> z (B, T, Dz).
 
     A ``num_layers`` GRU of width ``hidden`` reads the features in time order; a linear
@@ -254,14 +255,6 @@ class GRUNetwork(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden, latent_dim)
 
-    @property
-    def device(self) -> torch.device:
-        return self.readout.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.readout.weight.dtype
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden, _ = self.gru(x)
         return self.readout(self.dropout(hidden))
@@ -273,7 +266,7 @@ class GRUNetwork(nn.Module):
         return (self(x) - z_target).square().mean()
 
 
-class MambaDecoderNetwork(nn.Module):
+class MambaDecoderNetwork(ParameterPlacement, nn.Module):
     """Mamba decoder network: x (B, T, Dx) -> Gaussian (loc, scale) of z (B, T, Dz) each.
 
     A linear embedding, ``num_layers`` residual Mamba blocks of
@@ -296,14 +289,6 @@ class MambaDecoderNetwork(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, 2 * latent_dim)
         self.min_scale = min_scale
-
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.head.weight.dtype
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, Dx) -> (loc, scale), each (B, T, Dz)."""

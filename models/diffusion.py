@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from alternators_ppl.models.comparator_base import TrainedComparator
+from alternators_ppl.networks import ParameterPlacement
 from alternators_ppl.validation import check_positive_int
 
 __all__ = [
@@ -126,7 +127,7 @@ class ConvDenoiser(nn.Module):
         return out.transpose(1, 2)
 
 
-class ConditionalDiffusion(nn.Module):
+class ConditionalDiffusion(ParameterPlacement, nn.Module):
     """The conditional DDPM: schedule buffers, the denoiser, CSDI's masked noise loss and the
     conditional reverse chain."""
 
@@ -159,16 +160,6 @@ class ConditionalDiffusion(nn.Module):
     def num_steps(self) -> int:
         """N, the number of diffusion steps."""
         return self.betas.shape[0]
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the parameters."""
-        return self.betas.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Floating dtype of the parameters."""
-        return self.betas.dtype
 
     def conditioning_mask(self, mask):
         """CSDI's training split of the observed entries (B, L, D) into a condition: per

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from alternators_ppl.models.comparator_base import TrainedComparator
+from alternators_ppl.networks import ParameterPlacement
 from alternators_ppl.validation import check_positive_int
 
 __all__ = [
@@ -147,7 +148,7 @@ class MambaBlock(nn.Module):
         return x + self.out_proj(y * nn.functional.silu(gate)), (window[:, :, 1:], h)
 
 
-class SelectiveSSMNet(nn.Module):
+class SelectiveSSMNet(ParameterPlacement, nn.Module):
     """Stacked Mamba blocks over [x filled with 0, mask] with a Gaussian head for the next x.
 
     ``predict(x, mask)`` reads [start, x_1 .. x_{T-1}] and returns (loc, scale), each
@@ -178,16 +179,6 @@ class SelectiveSSMNet(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, 2 * obs_dim)
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the parameters."""
-        return self.head.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Floating dtype of the parameters."""
-        return self.head.weight.dtype
 
     def _tokens(self, x, mask):
         return self.embed(torch.cat([x, mask.to(x.dtype)], dim=-1))

@@ -27,6 +27,7 @@ from torch.nn.functional import softplus
 from torchdiffeq import odeint
 
 from alternators_ppl.models.comparator_base import TrainedComparator
+from alternators_ppl.networks import ParameterPlacement
 from alternators_ppl.validation import as_float_tensor, check_positive_int
 
 __all__ = ["latent_path", "check_times", "ODEFunc", "ODERNNEncoder", "LatentODE", "LatentODEModel"]
@@ -95,7 +96,7 @@ class ODERNNEncoder(nn.Module):
         return mean, softplus(raw) + 1e-4
 
 
-class LatentODE(nn.Module):
+class LatentODE(ParameterPlacement, nn.Module):
     """The latent ODE: encoder, dynamics, linear Gaussian decoder with learned sigma per dim.
 
     ``loss(x, mask)`` draws a random window of ``window`` steps from each batch, and returns the
@@ -121,16 +122,6 @@ class LatentODE(nn.Module):
         self.decoder = nn.Linear(latent_dim, obs_dim)
         self.log_sigma = nn.Parameter(torch.full((obs_dim,), -1.0))
         self.times = None  # training time stamps (T,), set by LatentODEModel.fit(times=...)
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the parameters."""
-        return self.log_sigma.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Floating dtype of the parameters."""
-        return self.log_sigma.dtype
 
     def grid(self, steps: int) -> torch.Tensor:
         """The regular time grid 0, dt, ..., (steps - 1) dt."""
