@@ -31,6 +31,7 @@ from alternators_ppl.experiments.forecast import add_forecast_parser, forecast_c
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
 from alternators_ppl.experiments.registry import MODEL_NAMES, VARIANTS
 from alternators_ppl.experiments.sst import add_sst_parser, sst_command
+from alternators_ppl.models.smc_moves import DIAGNOSE_SWEEPS
 
 __all__ = ["main", "build_parser"]
 
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument(
         "--mcmc-sweeps",
         type=_non_negative_int,
-        help="MCMC sweeps that rejuvenate the SMC draws (default: diagnose_run's, 10)",
+        default=DIAGNOSE_SWEEPS,
+        help=f"MCMC sweeps that rejuvenate the SMC draws (default {DIAGNOSE_SWEEPS})",
     )
     diagnose.add_argument(
         "--draws", type=_positive_int, default=250, help="latent paths per chain (default 250)"
@@ -248,7 +250,7 @@ def _diagnose(args) -> tuple[str, object]:
         num_sequences=args.sequences,
         sampler=args.sampler,
         num_particles=args.particles,
-        **({} if args.mcmc_sweeps is None else {"mcmc_sweeps": args.mcmc_sweeps}),
+        mcmc_sweeps=args.mcmc_sweeps,
     )
     return format_diagnostics(result), args.run_dir
 

@@ -37,7 +37,10 @@ from torch.distributions import Normal
 
 from alternators_ppl.validation import check_positive_int
 
-__all__ = ["mcmc_moves"]
+__all__ = ["DIAGNOSE_SWEEPS", "mcmc_moves"]
+
+#: MCMC sweeps after backward simulation in ``diagnose`` (docs/smc.md: R-hat and ESS near t = 0)
+DIAGNOSE_SWEEPS = 10
 
 
 def _accept(log_ratio: torch.Tensor, new: torch.Tensor, old: torch.Tensor):

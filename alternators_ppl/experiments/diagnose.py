@@ -33,19 +33,16 @@ from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
 from alternators_ppl.inference import apply_noise, load_checkpoint
 from alternators_ppl.models.particle_gibbs import particle_gibbs
 from alternators_ppl.models.smc import smc_chains
+from alternators_ppl.models.smc_moves import DIAGNOSE_SWEEPS
 from alternators_ppl.runs import atomic_write, resolve_device
 from alternators_ppl.validation import (
     check_positive_int,
 )
 
 __all__ = [
-    "DIAGNOSE_SWEEPS",
     "diagnose_run",
     "format_diagnostics",
 ]
-
-#: MCMC sweeps after backward simulation in ``diagnose`` (docs/smc.md: R-hat and ESS near t = 0)
-DIAGNOSE_SWEEPS = 10
 
 
 def _load_forecaster(run_dir: Path, device: torch.device):

@@ -248,7 +248,8 @@ def test_r_hat_across_particle_systems_can_fail(lorenz_run, tmp_path):
     """With 2 particles per system and no MCMC sweeps the systems disagree and R-hat says so;
     the sweeps (default) and 500 particles bring it down (R-hat of independent ancestral draws
     could never fail)."""
-    from alternators_ppl.experiments.diagnose import DIAGNOSE_SWEEPS, diagnose_run
+    from alternators_ppl.experiments.diagnose import diagnose_run
+    from alternators_ppl.models.smc_moves import DIAGNOSE_SWEEPS
 
     def rhat_max(particles: int, folder: str, sweeps: int) -> float:
         run = shutil.copytree(lorenz_run, tmp_path / folder)
