@@ -6,6 +6,10 @@ Paths (same model, same data): ``sequential`` (the step-by-step torch loop, 2T n
 ``logprob`` (the parallel path with the loss formed from two log-densities per factor and a
 second FTN pass: the formulation before issue 17), ``parallel`` (``Alternator.loss``: the
 blocked latent solve, the fully observed z-term from the drawn noise, one fused x-term) and
+``chunked`` (what ``fit`` runs on the CPU: the same loss, its gradient accumulated over chunks
+of ``gradient_chunk`` sequences, the fewest equal chunks of at most ``CPU_CHUNK_STEPS``
+sequence-steps, so the working
+set stays in cache; ``chunked_floor`` replays that path's own, smaller matrix products) and
 ``compiled`` (opt-in, not in the default list: the same loss with both networks compiled by
 ``torch.compile`` through ``module.compile()``; ``compile_s`` is its first call). The matrix
 products of one ``parallel`` step (forward and backward, batched products included) are
@@ -26,6 +30,7 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from alternators_ppl.inference.loop import backward_in_chunks, gradient_chunk
 from alternators_ppl.models import linear_recurrence
 from benchmarks.common import emit, time_call
 
@@ -102,7 +107,7 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", default="64", help="comma-separated hidden widths")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--paths", default="sequential,logprob,parallel")
+    parser.add_argument("--paths", default="sequential,logprob,parallel,chunked")
     parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -137,8 +142,18 @@ def main(argv=None) -> None:
         "clock": args.clock,
         "load_avg_1min": os.getloadavg()[0],
     }
+    index = torch.arange(args.batch)
+    chunk = gradient_chunk(args.batch, args.steps, "cpu")
+
+    def chunked_step():
+        model.zero_grad(set_to_none=True)
+        backward_in_chunks(lambda part: model.loss(x[part]), index, chunk)
+
     steps = {}
     for path in args.paths.split(","):
+        if path == "chunked":  # what fit runs on the CPU
+            steps[path] = chunked_step
+            continue
 
         def step(loss=losses[path]):
             model.zero_grad(set_to_none=True)
@@ -160,23 +175,30 @@ def main(argv=None) -> None:
             timing = time_call(step, args.repeats, warmup=1, clock=args.clock)
             record[f"{path}_s"], record[f"{path}_min_s"] = timing["median_s"], timing["min_s"]
 
-    recorder = _RecordMatmuls()
-    with recorder:
-        model.zero_grad(set_to_none=True)
-        model.loss(x).backward()
-    operands = [(torch.randn(g, m, k), torch.randn(g, k, n)) for g, m, k, n in recorder.shapes]
+    record["chunk_sequences"] = chunk
+    for name, whole in (("floor", True), ("chunked_floor", False)):
+        recorder = _RecordMatmuls()
+        with recorder:
+            model.zero_grad(set_to_none=True)
+            model.loss(x).backward() if whole else chunked_step()
+        operands = [(torch.randn(g, m, k), torch.randn(g, k, n)) for g, m, k, n in recorder.shapes]
 
-    def replay():
-        for a, b in operands:
-            if a.shape[0] == 1:
-                torch.mm(a[0], b[0])
-            else:
-                torch.bmm(a, b)
+        def replay(operands=operands):
+            for a, b in operands:
+                if a.shape[0] == 1:
+                    torch.mm(a[0], b[0])
+                else:
+                    torch.bmm(a, b)
 
-    record["matmuls"] = len(operands)
-    record["flops"] = sum(2 * g * m * k * n for g, m, k, n in recorder.shapes)
-    timing = time_call(replay, args.repeats, warmup=1, clock=args.clock)
-    record["floor_s"], record["floor_min_s"] = timing["median_s"], timing["min_s"]
+        if whole:
+            record["matmuls"] = len(operands)
+            record["flops"] = sum(2 * g * m * k * n for g, m, k, n in recorder.shapes)
+        timing = time_call(replay, args.repeats, warmup=1, clock=args.clock)
+        record[f"{name}_s"], record[f"{name}_min_s"] = timing["median_s"], timing["min_s"]
+    if "chunked_s" in record:
+        record["chunked_floor_fraction"] = record["chunked_floor_s"] / record["chunked_s"]
+        if "sequential_s" in record:
+            record["sequential_over_chunked"] = record["sequential_s"] / record["chunked_s"]
     for path in ("parallel", "logprob", "compiled", "before"):
         if f"{path}_s" in record:
             record[f"{path}_floor_fraction"] = record["floor_s"] / record[f"{path}_s"]

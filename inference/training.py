@@ -15,8 +15,10 @@ from alternators_ppl.inference.calibration import _last_linear, calibrate_noise
 from alternators_ppl.inference.loop import (
     Checkpointing,
     History,
+    backward_in_chunks,
     data_fingerprint,
     fixed_noise_sum,
+    gradient_chunk,
     run_epochs,
 )
 from alternators_ppl.models.alternator import Alternator
@@ -105,7 +107,10 @@ def fit(
     sequence-to-sequence use. The learning rate warms up linearly for ``warmup_epochs`` and
     then decays by a cosine to ``lr_min`` (the paper's Lorenz setting by default); gradients
     are clipped to norm ``clip_norm``. Each epoch shuffles the sequences into minibatches of
-    ``batch_size``. The validation loss (fixed noise, so epochs are comparable) picks the best
+    ``batch_size``; on the CPU a minibatch's gradient is accumulated over equal chunks of at
+    most ``CPU_CHUNK_STEPS`` sequence-steps (:func:`~alternators_ppl.inference.loop.gradient_chunk`:
+    the minibatch mean's gradient, each chunk drawing its own noise, with a working set that
+    stays in cache). The validation loss (fixed noise, so epochs are comparable) picks the best
     epoch, whose weights the model holds on return; without validation data the training
     loss does. With ``checkpoint_dir``, ``last.pt`` and ``best.pt`` are written atomically
     after every epoch, and ``resume=True`` continues from ``last.pt`` exactly (weights,
@@ -215,25 +220,26 @@ def fit(
         }
         checkpointing = Checkpointing(Path(checkpoint_dir), model, optimizer, scheduler, run_args)
 
+    def loss_of(part: torch.Tensor) -> torch.Tensor:
+        return _batch_loss(loss_fn, model, x_train, z_train, mask_train, part)
+
+    def backward(index: torch.Tensor) -> float:
+        """Mean loss of the minibatch ``index`` (0 when empty), its gradient accumulated."""
+        optimizer.zero_grad(set_to_none=True)
+        if not len(index):
+            return 0.0
+        chunk = gradient_chunk(len(index), x_train.shape[1], device)
+        return backward_in_chunks(loss_of, index, chunk)
+
     def train_batch(index: torch.Tensor) -> float:
         if distributed.is_distributed():
             return train_shard(index)
-        loss = _batch_loss(loss_fn, model, x_train, z_train, mask_train, index)
-        if not torch.isfinite(loss):
-            return loss.item()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return step(loss.item() * len(index))
+        loss = backward(index)
+        return step(loss * len(index)) if math.isfinite(loss) else loss
 
     def train_shard(index: torch.Tensor) -> float:
         """This rank's share of a global batch; gradients averaged over the global batch."""
-        optimizer.zero_grad(set_to_none=True)
-        local = 0.0
-        if len(index):
-            loss = _batch_loss(loss_fn, model, x_train, z_train, mask_train, index)
-            local = loss.item()
-            if math.isfinite(local):
-                loss.backward()
+        local = backward(index)
         total, _ = distributed.average_gradients(params, len(index), local)
         return step(total) if math.isfinite(total) else total
 

@@ -77,8 +77,9 @@ class DecodeConfig:
     @classmethod
     def quick_config(cls, **overrides) -> DecodeConfig:
         """Seconds-long smoke settings (short data, few epochs); the numbers mean nothing."""
-        small = dict(seeds=1, num_samples=5, interval_samples=20, alternator_epochs=3, gru_epochs=3, gru_hidden=8,
-                     mamba_epochs=3, mamba_d_model=8, quick=True)  # fmt: skip
+        small = dict(seeds=1, num_samples=5, interval_samples=20, alternator_epochs=3,
+                     gru_epochs=3, gru_hidden=8, mamba_epochs=3, mamba_d_model=8,
+                     quick=True)  # fmt: skip
         return replace(cls(), **{**small, **overrides})
 
 

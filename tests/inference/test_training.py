@@ -496,3 +496,63 @@ def test_budget_stops_after_the_epoch_that_spends_it():
     history = fit(make_model(), x, budget_s=1e-9, **{**KW, "epochs": 5})
     assert history.epochs_run == 1 and history.stop_reason == "budget"
     assert history.steps == math.ceil(x.shape[0] / KW["batch_size"])
+
+
+def test_backward_in_chunks_equals_the_whole_minibatch_gradient():
+    """Chunk gradients weighted by their share give the minibatch mean's gradient (the slow
+    reference: one backward of the whole minibatch), for any chunk size."""
+    from alternators_ppl.inference.loop import backward_in_chunks
+
+    x, _ = toy_data(batch=10)
+    model = make_model()
+
+    def loss_of(part):  # a deterministic per-sequence mean: the OTN and FTN on the data
+        per_sequence = model.ftn(x[part]).square().sum((1, 2))
+        return (per_sequence + model.otn(x[part, :, :LAT]).sum((1, 2))).mean()
+
+    index = torch.tensor([7, 1, 4, 0, 9, 2, 3])
+    model.zero_grad()
+    whole = loss_of(index)
+    whole.backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    for chunk in (1, 3, 7, None):
+        model.zero_grad()
+        value = backward_in_chunks(loss_of, index, chunk)
+        assert value == pytest.approx(whole.item(), rel=1e-12)
+        for p, w in zip(model.parameters(), want, strict=True):
+            assert torch.allclose(p.grad, w, rtol=1e-12, atol=1e-14)
+
+
+def test_gradient_chunk_only_on_the_cpu(monkeypatch):
+    from alternators_ppl.inference import loop
+
+    monkeypatch.setattr(loop, "CPU_CHUNK_STEPS", 100)
+    assert loop.gradient_chunk(9, 30, "cpu") == 3  # 270 steps: three chunks of 3 sequences
+    assert loop.gradient_chunk(7, 30, "cpu") == 3  # 210 steps: three chunks, 3 + 3 + 1
+    assert loop.gradient_chunk(3, 30, "cpu") == 3  # 90 steps: one chunk
+    assert loop.gradient_chunk(4, 500, "cpu") == 1
+    assert loop.gradient_chunk(9, 30, "meta") is None
+
+
+def test_fit_trains_the_same_weights_in_chunks(monkeypatch):
+    """fit with minibatches cut into chunks of one sequence reaches the weights of fit without
+    chunks, for a loss without random draws."""
+    from alternators_ppl.inference import loop
+
+    x, _ = toy_data()
+    sizes = []
+
+    def loss_fn(model, x, mask, z):
+        sizes.append(x.shape[0])
+        return (model.x_loc(model.ftn(x)[..., :LAT]) - x).square().sum((1, 2)).mean()
+
+    states = []
+    for steps_per_chunk in (10**9, 16):  # one chunk per minibatch; one sequence per chunk
+        monkeypatch.setattr(loop, "CPU_CHUNK_STEPS", steps_per_chunk)
+        sizes.clear()
+        model = make_model()
+        fit(model, x, epochs=3, loss_fn=loss_fn, calibrate=False, **KW)
+        states.append(state_of(model))
+    assert set(sizes) == {1}  # toy_data's 16 steps: one sequence per chunk
+    for key in states[0]:
+        assert torch.allclose(states[0][key], states[1][key], rtol=1e-9, atol=1e-12), key
