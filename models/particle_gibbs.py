@@ -27,15 +27,14 @@ import math
 
 import torch
 
-from alternators_ppl.models.smc import (
-    SmoothingPaths,
-    _backward_logits,
-    _check_model,
-    _gather,
-    _initial,
-    _inverse_cdf,
-    _seeded,
-    smoothing_paths,
+from alternators_ppl.models.smc import SmoothingPaths, smoothing_paths
+from alternators_ppl.models.smc_kernels import (
+    backward_logits,
+    check_smc_model,
+    gather,
+    initial_particles,
+    inverse_cdf,
+    seeded,
 )
 from alternators_ppl.validation import check_positive_int
 
@@ -54,7 +53,7 @@ def conditional_smc(model, x, mask, z_ref, x_ref, num_particles: int) -> Smoothi
     batch, steps, _ = x.shape
     alphas = model._alpha_for(x_ref)  # (T, 1), or (B, T, 1) from the complete inputs
     log_uniform = torch.full((num, batch), -math.log(num), dtype=x.dtype, device=x.device)
-    z = _initial(model, num, batch, x)
+    z = initial_particles(model, num, batch, x)
     z[-1] = z_ref[:, 0]
     zs, xs, ancestors = [z], [], []
     for t in range(steps):
@@ -64,23 +63,23 @@ def conditional_smc(model, x, mask, z_ref, x_ref, num_particles: int) -> Smoothi
         x_read = torch.where(observed, x[:, t], x_dist.sample())
         alpha = _alpha_step(alphas, t)
         free = torch.multinomial(torch.softmax(log_px.T, -1), num - 1, replacement=True).T
-        star = _backward_logits(model, log_uniform, z, x_ref[None, :, t], z_ref[None, :, t + 1],
+        star = backward_logits(model, log_uniform, z, x_ref[None, :, t], z_ref[None, :, t + 1],
                                 alpha)  # fmt: skip
-        kept = _inverse_cdf(star).T  # (1, B): the kept path's new ancestor
+        kept = inverse_cdf(star).T  # (1, B): the kept path's new ancestor
         ancestor = torch.cat([free, kept])  # (N, B)
-        x_read = _gather(x_read, ancestor)
+        x_read = gather(x_read, ancestor)
         x_read[-1] = x_ref[:, t]
-        z = model.z_dist(x_read, _gather(z, ancestor), alpha).sample()
+        z = model.z_dist(x_read, gather(z, ancestor), alpha).sample()
         z[-1] = z_ref[:, t + 1]
         zs.append(z)
         xs.append(x_read)
         ancestors.append(ancestor)
     index = torch.randint(num, (1, batch), device=x.device)  # equal weights after the move
-    path_z, path_x = [_gather(zs[-1], index)], []
+    path_z, path_x = [gather(zs[-1], index)], []
     for t in range(steps - 1, -1, -1):
-        path_x.append(_gather(xs[t], index))
-        index = _gather(ancestors[t], index)
-        path_z.append(_gather(zs[t], index))
+        path_x.append(gather(xs[t], index))
+        index = gather(ancestors[t], index)
+        path_z.append(gather(zs[t], index))
     return SmoothingPaths(torch.stack(path_z[::-1], 2)[0], torch.stack(path_x[::-1], 2)[0])
 
 
@@ -100,7 +99,7 @@ def particle_gibbs(
     draw of its own ``num_particles``-particle system. Returns z (K, S, B, T+1, Dz) and x
     (K, S, B, T, Dx), chains first, as ArviZ expects. ``seed`` draws from a private generator.
     """
-    _check_model(model)
+    check_smc_model(model)
     num_chains = check_positive_int(num_chains, "num_chains")
     num_draws = check_positive_int(num_draws, "num_draws")
     num_particles = check_positive_int(num_particles, "num_particles")
@@ -116,7 +115,7 @@ def particle_gibbs(
         )
     batch = x.shape[0]
     x_rep, mask_rep = x.repeat(num_chains, 1, 1), mask.repeat(num_chains, 1, 1)
-    with _seeded(seed, x.device):
+    with seeded(seed, x.device):
         start = smoothing_paths(model, x_rep, mask_rep, 1, num_particles, smoother="ffbsi")
         z_ref, x_ref = start.z[0], start.x[0]
         draws_z, draws_x = [], []

@@ -34,13 +34,21 @@ Shapes are batch-first: x (B, T, Dx); particles (N, B, T+1, Dz) including z_0; p
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 
+from alternators_ppl.models.smc_kernels import (
+    backward_logits,
+    categorical,
+    check_smc_model,
+    gather,
+    initial_particles,
+    inverse_cdf,
+    seeded,
+    systematic_resample,
+)
 from alternators_ppl.models.smc_moves import mcmc_moves
 from alternators_ppl.validation import check_positive_int
 
@@ -59,8 +67,6 @@ __all__ = [
 SMOOTHERS = ("auto", "ffbsi", "genealogy")
 #: default number of MCMC sweeps that rejuvenate smoothing draws (``smc_moves``)
 MCMC_SWEEPS = 0
-
-_HOOKS = ("x_dist", "z_dist", "alpha_schedule", "_step_alpha", "_prepare", "latent_dim")
 
 
 class ParticleFilterResult(NamedTuple):
@@ -101,35 +107,6 @@ class SmoothingPaths(NamedTuple):
 
 
 # ---------------------------------------------------------------------- checks and helpers
-def _check_model(model) -> None:
-    if hasattr(model, "sample_globals") and hasattr(model, "alternator"):
-        raise ValueError(
-            f"{type(model).__name__} has random global sites (sigma_x, sigma_z, alpha); this SMC "
-            "conditions on fixed globals: run it on model.alternator, inside "
-            "model.alternator.hyperparameters(...) for chosen values"
-        )
-    missing = [name for name in _HOOKS if not hasattr(model, name)]
-    if missing:
-        raise TypeError(
-            f"model must be an Alternator or a variant of it; {type(model).__name__} lacks "
-            f"{missing}"
-        )
-    override = getattr(model, "_alpha_override", None)
-    for name, value in (
-        ("sigma_x", model.sigma_x),
-        ("sigma_z", model.sigma_z),
-        ("alpha", override),
-    ):
-        per_dim = name == "sigma_x" and model.__dict__.get("_sigma_x_value") is None
-        if per_dim and tuple(value.shape) == (model.obs_dim,):
-            continue  # a stored per-dimension sigma_x (Dx,) broadcasts like a scalar
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            raise ValueError(
-                f"{name} is batched {tuple(value.shape)} (from hyperparameters()); SMC needs "
-                "scalar hyperparameters"
-            )
-
-
 def _check_threshold(ess_threshold) -> float:
     if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, int | float):
         raise TypeError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
@@ -144,60 +121,12 @@ def _check_smoother(smoother: str) -> str:
     return smoother
 
 
-@contextlib.contextmanager
-def _seeded(seed, device: torch.device) -> Iterator[None]:
-    """Draw from a generator seeded with ``seed`` inside the block; the global state is
-    restored afterwards. ``None`` uses (and advances) the global generators."""
-    if seed is None:
-        yield
-        return
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """values (N, B, ...) at particle index (S, B) per sequence: (S, B, ...)."""
-    batch = values.shape[1]
-    flat = values.reshape(values.shape[0] * batch, *values.shape[2:])
-    offsets = torch.arange(batch, device=index.device)
-    return flat[index * batch + offsets]
-
-
-def _systematic(log_w: torch.Tensor) -> torch.Tensor:
-    """Systematic resampling per sequence from normalised log weights (N, B): indices (N, B)."""
-    num, batch = log_w.shape
-    cdf = torch.cumsum(torch.exp(log_w - log_w.max(0).values).T, dim=-1)  # (B, N)
-    cdf = cdf / cdf[:, -1:]
-    offsets = torch.rand(batch, 1, dtype=cdf.dtype, device=cdf.device)
-    points = (offsets + torch.arange(num, dtype=cdf.dtype, device=cdf.device)) / num
-    index = torch.searchsorted(cdf.contiguous(), points.contiguous(), right=True)
-    return index.clamp_max(num - 1).T
-
-
-def _categorical(logits: torch.Tensor, num: int) -> torch.Tensor:
-    """``num`` draws per sequence from unnormalised log weights (N, B): indices (num, B)."""
-    probs = torch.softmax(logits.T, dim=-1)  # (B, N)
-    return torch.multinomial(probs, num, replacement=True).T
-
-
-def _inverse_cdf(logits: torch.Tensor) -> torch.Tensor:
-    """One draw per row from unnormalised log weights (..., N): indices (...)."""
-    cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)
-    u = torch.rand(*cdf.shape[:-1], 1, dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
-    index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    return index.clamp_max(logits.shape[-1] - 1)
-
-
 def _trace(ancestors: torch.Tensor, index: torch.Tensor, steps: int) -> list[torch.Tensor]:
     """Genealogy of particles ``index`` (S, B) at the last step: their indices at the last
     ``steps`` + 1 times, latest first (ancestors (N, B, T))."""
     lineage = [index]
     for t in range(ancestors.shape[2] - 1, ancestors.shape[2] - 1 - steps, -1):
-        index = _gather(ancestors[:, :, t], index)
+        index = gather(ancestors[:, :, t], index)
         lineage.append(index)
     return lineage
 
@@ -257,9 +186,9 @@ def _filter(
         log_v = log_v - norm
         ess = torch.exp(-torch.logsumexp(2 * log_v, dim=0))
         resample = ess < ess_threshold * num
-        ancestor = torch.where(resample, _systematic(log_v), identity)
-        z, x_read = _gather(z, ancestor), _gather(x_read, ancestor)
-        read = [_gather(r, ancestor) for r in read]
+        ancestor = torch.where(resample, systematic_resample(log_v), identity)
+        z, x_read = gather(z, ancestor), gather(x_read, ancestor)
+        read = [gather(r, ancestor) for r in read]
         log_w = torch.where(resample, -log_n, log_v)
         read = (read + [x_read])[-window:] if window else []
         alpha = _alpha_at(model, t0 + t, schedule, read or [x_read])
@@ -299,11 +228,6 @@ def _check_support(norms: torch.Tensor, t0: int) -> None:
         )
 
 
-def _initial(model, num: int, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """z_0 ~ N(0, I) for N particles x B sequences: (N, B, Dz)."""
-    return torch.randn(num, batch, model.latent_dim, dtype=like.dtype, device=like.device)
-
-
 @torch.no_grad()
 def particle_filter(
     model,
@@ -323,91 +247,18 @@ def particle_filter(
     (the global one is left as it was). ``history=False`` keeps only the last step (memory
     O(N B)). Returns a :class:`ParticleFilterResult`; ``log_marginal`` (B,) estimates log p(x).
     """
-    _check_model(model)
+    check_smc_model(model)
     num_particles = check_positive_int(num_particles, "num_particles")
     ess_threshold = _check_threshold(ess_threshold)
     x, mask = model._prepare(x, mask)
-    with _seeded(seed, x.device):
-        z0 = _initial(model, num_particles, x.shape[0], x)
+    with seeded(seed, x.device):
+        z0 = initial_particles(model, num_particles, x.shape[0], x)
         return _filter(
             model, x, mask, z0, [], _schedule(model, x.shape[1]), 0, ess_threshold, history
         )
 
 
 # ---------------------------------------------------------------------- smoothing
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def _normal_features(values, loc, scale, scale_on_values: bool):
-    """Features (S, B, K), (N, B, K) whose inner product over K is
-    sum_d log N(values[s, b, d] | loc[i, b, d], scale) for every pair (s, i).
-
-    values (S, B, D), loc (N, B, D); ``scale`` broadcasts to values (``scale_on_values``) or to
-    loc. Both sides are centred first (the density depends on values - loc only), which keeps
-    the expanded square accurate.
-    """
-    centre = loc.mean(0)
-    values, loc = values - centre, loc - centre
-    dim = values.shape[-1]
-    if scale_on_values:
-        scale = scale.expand_as(values)
-        prec = scale.pow(-2)
-        lead = (prec * values.square() + 2 * torch.log(scale)).sum(-1, keepdim=True)
-        left = torch.cat([lead + dim * _LOG_2PI, prec * values, prec], dim=-1)
-        right = torch.cat([torch.ones_like(loc[..., :1]), -2 * loc, loc.square()], dim=-1)
-    else:
-        scale = scale.expand_as(loc)
-        prec = scale.pow(-2)
-        lead = (prec * loc.square() + 2 * torch.log(scale)).sum(-1, keepdim=True)
-        left = torch.cat([torch.ones_like(values[..., :1]), -2 * values, values.square()], dim=-1)
-        right = torch.cat([lead + dim * _LOG_2PI, prec * loc, prec], dim=-1)
-    return left, -0.5 * right
-
-
-def _backward_logits(model, log_w, cand, x_star, z_star, alpha) -> torch.Tensor:
-    """log W_t^i + log p(x_{t+1}^* | z_t^i) + log p(z_{t+1}^* | z_t^i, x_{t+1}^*): (B, S, N)
-    for filtering weights log_w (N, B), candidates cand (N, B, Dz) and draws x_star (S, B, Dx),
-    z_star (S, B, Dz).
-
-    With Gaussian factors and a latent mean affine in z_{t-1} (the default Alternator and
-    every variant with ``affine_latent``) all three terms are one batched matrix product over
-    features; otherwise the densities are evaluated on the broadcast (S, N, B) grid.
-    """
-    num, batch, _ = cand.shape
-    samples = x_star.shape[0]
-    left = [torch.ones_like(x_star[..., :1])]
-    right = [log_w.unsqueeze(-1)]
-    dense = None
-    x_dist = model.x_dist(cand)  # one OTN call on N x B
-    if isinstance(x_dist, torch.distributions.Normal):
-        features = _normal_features(x_star, x_dist.loc, x_dist.scale, scale_on_values=False)
-        left.append(features[0])
-        right.append(features[1])
-    else:
-        dense = x_dist.log_prob(x_star.unsqueeze(1)).sum(-1).permute(2, 0, 1)
-    z_dist = None
-    if model.affine_latent:
-        # z_loc(x, z) = u(x) + sqrt(1 - alpha - sigma_z^2) z (what the parallel scan assumes):
-        # the FTN reads the S inputs once and the N candidates enter through the product
-        z_dist = model.z_dist(x_star, torch.zeros_like(z_star), alpha)  # (S, B, Dz)
-    if isinstance(z_dist, torch.distributions.Normal):
-        decay = torch.sqrt(1 - alpha - model.sigma_z**2)
-        features = _normal_features(
-            z_star - z_dist.loc, decay * cand, z_dist.scale, scale_on_values=True
-        )
-        left.append(features[0])
-        right.append(features[1])
-    else:
-        shape = (samples, num, batch)
-        z_dist = model.z_dist(
-            x_star.unsqueeze(1).expand(*shape, -1), cand.expand(*shape, -1), alpha
-        )
-        log_pz = z_dist.log_prob(z_star.unsqueeze(1)).sum(-1).permute(2, 0, 1)
-        dense = log_pz if dense is None else dense + log_pz
-    logits = torch.bmm(torch.cat(left, -1).transpose(0, 1), torch.cat(right, -1).permute(1, 2, 0))
-    return logits if dense is None else logits + dense
-
-
 def _ffbsi(model, result: ParticleFilterResult, num_samples: int) -> SmoothingPaths:
     particles, x_read, log_w = result.particles, result.x_read, result.log_weights
     steps = particles.shape[2] - 1
@@ -416,19 +267,19 @@ def _ffbsi(model, result: ParticleFilterResult, num_samples: int) -> SmoothingPa
         alpha_data = model._alpha_for(x_read[0])  # fully observed: the data (B, T, 1)
     else:
         schedule = model.alpha_schedule(steps)
-    index = _categorical(log_w[:, :, steps], num_samples)
-    z_star = _gather(particles[:, :, steps], index)  # (S, B, Dz)
-    x_star = _gather(x_read[:, :, steps - 1], index)  # (S, B, Dx)
+    index = categorical(log_w[:, :, steps], num_samples)
+    z_star = gather(particles[:, :, steps], index)  # (S, B, Dz)
+    x_star = gather(x_read[:, :, steps - 1], index)  # (S, B, Dx)
     zs, xs = [z_star], [x_star]
     for t in range(steps - 1, -1, -1):
         cand = particles[:, :, t]  # (N, B, Dz)
         alpha = schedule[t] if schedule is not None else alpha_data[:, t]
-        logits = _backward_logits(model, log_w[:, :, t], cand, x_star, z_star, alpha)
-        index = _inverse_cdf(logits).T  # (S, B)
-        z_star = _gather(cand, index)
+        logits = backward_logits(model, log_w[:, :, t], cand, x_star, z_star, alpha)
+        index = inverse_cdf(logits).T  # (S, B)
+        z_star = gather(cand, index)
         zs.append(z_star)
         if t > 0:
-            x_star = _gather(x_read[:, :, t - 1], index)
+            x_star = gather(x_read[:, :, t - 1], index)
             xs.append(x_star)
     return SmoothingPaths(torch.stack(zs[::-1], dim=2), torch.stack(xs[::-1], dim=2))
 
@@ -436,10 +287,10 @@ def _ffbsi(model, result: ParticleFilterResult, num_samples: int) -> SmoothingPa
 def _genealogy(result: ParticleFilterResult, num_samples: int) -> SmoothingPaths:
     particles, x_read = result.particles, result.x_read
     steps = particles.shape[2] - 1
-    index = _categorical(result.log_weights[:, :, steps], num_samples)
+    index = categorical(result.log_weights[:, :, steps], num_samples)
     lineage = _trace(result.ancestors, index, steps)[::-1]  # times 0..T
-    z = torch.stack([_gather(particles[:, :, t], i) for t, i in enumerate(lineage)], dim=2)
-    x = torch.stack([_gather(x_read[:, :, t - 1], lineage[t]) for t in range(1, steps + 1)], 2)
+    z = torch.stack([gather(particles[:, :, t], i) for t, i in enumerate(lineage)], dim=2)
+    x = torch.stack([gather(x_read[:, :, t - 1], lineage[t]) for t in range(1, steps + 1)], 2)
     return SmoothingPaths(z, x)
 
 
@@ -462,7 +313,7 @@ def backward_simulation(
     draws; they leave the smoothing posterior invariant and undo the collapse of backward
     simulation onto few particles where sigma_z is small. Draws use the global generator.
     """
-    _check_model(model)
+    check_smc_model(model)
     num_samples = check_positive_int(num_samples, "num_samples")
     smoother = _check_smoother(smoother)
     if (
@@ -506,11 +357,11 @@ def smoothing_paths(
     Runs :func:`particle_filter` then :func:`backward_simulation` (with ``mcmc_sweeps``);
     ``seed`` covers both.
     """
-    _check_model(model)
+    check_smc_model(model)
     num_samples = check_positive_int(num_samples, "num_samples")
     _check_smoother(smoother)
     result = particle_filter(model, x, mask, num_particles, seed, ess_threshold)
-    with _seeded(None if seed is None else seed + 1, result.particles.device):
+    with seeded(None if seed is None else seed + 1, result.particles.device):
         return backward_simulation(model, result, num_samples, smoother, mcmc_sweeps)
 
 
@@ -532,7 +383,7 @@ def smc_chains(
     One batched filter runs all K systems (x repeated K times). Returns z (K, S, B, T+1, Dz)
     and x (K, S, B, T, Dx): chains first, then draws, as ArviZ expects.
     """
-    _check_model(model)
+    check_smc_model(model)
     num_chains = check_positive_int(num_chains, "num_chains")
     x, mask = model._prepare(x, mask)
     batch = x.shape[0]
@@ -573,7 +424,7 @@ def smc_forecast(
     their genealogy's last inputs, for a data-dependent alpha), then runs the model forward for
     ``horizon`` steps. Returns z (S, B, horizon, Dz) (z_{Tc+1..Tc+H}) and x (S, B, horizon, Dx).
     """
-    _check_model(model)
+    check_smc_model(model)
     horizon = check_positive_int(horizon, "horizon")
     num_samples = check_positive_int(num_samples, "num_samples")
     num_particles = check_positive_int(num_particles, "num_particles")
@@ -581,16 +432,16 @@ def smc_forecast(
     x, mask = model._prepare(x_context, mask)
     batch, steps, dim = x.shape
     schedule = _schedule(model, steps + horizon)
-    with _seeded(seed, x.device):
-        z0 = _initial(model, num_particles, batch, x)
+    with seeded(seed, x.device):
+        z0 = initial_particles(model, num_particles, batch, x)
         result = _filter(model, x, mask, z0, [], schedule, 0, ess_threshold, True)
-        index = _categorical(result.log_weights[:, :, -1], num_samples)
-        z_start = _gather(result.particles[:, :, -1], index)
+        index = categorical(result.log_weights[:, :, -1], num_samples)
+        z_start = gather(result.particles[:, :, -1], index)
         read = []
         if model.data_dependent_alpha:
             back = min(model.alpha_window, steps) - 1
             lineage = _trace(result.ancestors, index, back)
-            read = [_gather(result.x_read[:, :, steps - 1 - j], i) for j, i in enumerate(lineage)]
+            read = [gather(result.x_read[:, :, steps - 1 - j], i) for j, i in enumerate(lineage)]
             read = read[::-1]
         tail = x.new_zeros(batch, horizon, dim)
         hidden = torch.zeros(batch, horizon, dim, dtype=torch.bool, device=x.device)

@@ -20,13 +20,13 @@ from alternators_ppl.models.alpha_alternator import AlphaAlternator
 from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
 from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
 from alternators_ppl.models.smc import (
-    _backward_logits,
     backward_simulation,
     particle_filter,
     smc_chains,
     smc_forecast,
     smoothing_paths,
 )
+from alternators_ppl.models.smc_kernels import backward_logits
 from alternators_ppl.networks import MLP
 from tests.oracles import (
     DenseLinearAlternator,
@@ -188,7 +188,7 @@ def test_backward_logits_match_broadcast_densities():
     z_star = torch.randn(samples, batch, 4, dtype=torch.float64)
     log_w = torch.log_softmax(torch.randn(num, batch, dtype=torch.float64), 0)
     alpha = torch.tensor(0.3, dtype=torch.float64)
-    fast = _backward_logits(model, log_w, cand, x_star, z_star, alpha)
+    fast = backward_logits(model, log_w, cand, x_star, z_star, alpha)
     xs, zs = x_star.unsqueeze(1), z_star.unsqueeze(1)
     slow = (
         log_w
