@@ -16,6 +16,9 @@ def _seed_and_clean():
 
 
 def pytest_collection_modifyitems(config, items):
+    # the minutes-long tests first (stable order otherwise): under `pytest -n 2` each worker
+    # starts on one while the other keeps taking short tests, instead of one long test last
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
