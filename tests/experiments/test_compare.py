@@ -111,33 +111,9 @@ def test_every_model_runs_on_cuda(tmp_path):
     assert all(s["crps"]["mean"][0] > 0 for s in results["summary"].values())
 
 
-def test_a_failing_model_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
+def test_a_failing_model_is_reported_and_the_others_go_on(tmp_path, failing_models):
     """A model whose draws diverge (NaN), and one whose training raises, are recorded as failed
     with their reason in comparison.json and the table; the rest of the comparison runs."""
-    import torch
-
-    from alternators_ppl.errors import NonFiniteLossError
-    from alternators_ppl.experiments import compare
-    from alternators_ppl.models.naive import Persistence
-
-    class Diverging(Persistence):
-        def forecast(self, x_context, horizon, num_samples):
-            draws = super().forecast(x_context, horizon, num_samples)
-            return torch.where(torch.rand_like(draws) < 0.1, torch.nan, draws)
-
-    class Exploding(Persistence):
-        def fit(self, *args, **kwargs):
-            raise NonFiniteLossError("loss is nan at epoch 1, batch 1")
-
-    real = compare.build_model
-    fakes = {"persistence": Diverging, "climatology": Exploding}
-    monkeypatch.setattr(
-        compare,
-        "build_model",
-        lambda name, d, device=None, **kw: fakes[name](device) if name in fakes else real(
-            name, d, device=device, **kw
-        ),
-    )
     cfg = CompareConfig.quick(models=("persistence", "climatology", "kalman"), seeds=2)
     run, results = run_comparison(cfg, tmp_path, "cmp")
     saved = json.loads((run / "comparison.json").read_text())["summary"]

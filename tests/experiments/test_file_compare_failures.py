@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from alternators_ppl.cli import main
 
@@ -28,30 +27,8 @@ def _write_csv(path, steps=120):
 
 
 def test_failing_model_in_a_file_comparison_is_reported_and_the_others_score(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, failing_models
 ):
-    from alternators_ppl.errors import NonFiniteLossError
-    from alternators_ppl.experiments import compare
-    from alternators_ppl.models.naive import Persistence
-
-    class Diverging(Persistence):
-        def forecast(self, x_context, horizon, num_samples):
-            draws = super().forecast(x_context, horizon, num_samples)
-            return torch.where(torch.rand_like(draws) < 0.1, torch.nan, draws)
-
-    class Exploding(Persistence):
-        def fit(self, *args, **kwargs):
-            raise NonFiniteLossError("loss is nan at epoch 1, batch 1")
-
-    real = compare.build_model
-    fakes = {"persistence": Diverging, "climatology": Exploding}
-    monkeypatch.setattr(
-        compare,
-        "build_model",
-        lambda name, d, device=None, **kw: (
-            fakes[name](device) if name in fakes else real(name, d, device=device, **kw)
-        ),
-    )
     path = _write_csv(tmp_path / "series.csv")
     argv = ["compare", str(path), "--models", "persistence,climatology,kalman", "--quick"]
     argv += ["--seeds", "2", "--context", "8", "--horizon", "3", "--stride", "4"]
