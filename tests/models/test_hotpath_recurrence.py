@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from alternators_ppl.models import Alternator, linear_recurrence
-from alternators_ppl.models.recurrence import BLOCK
 
 
 def _problem(steps, batch=3, dim=2, low=0.0, seed=0):
@@ -14,19 +13,6 @@ def _problem(steps, batch=3, dim=2, low=0.0, seed=0):
     decay = low + (0.99 - low) * torch.rand(steps, generator=g, dtype=torch.float64)
     drive = torch.randn(batch, steps, dim, generator=g, dtype=torch.float64).requires_grad_()
     return z0, decay.requires_grad_(), drive
-
-
-# 1 block, exact blocks, ragged last block, and > BLOCK^2 steps (two levels of recursion)
-@pytest.mark.parametrize("steps", [2, BLOCK - 1, BLOCK, 3 * BLOCK + 5, BLOCK * BLOCK + 77])
-def test_blocked_solve_equals_loop_with_gradients(steps):
-    z0, decay, drive = _problem(steps)
-    outputs = [linear_recurrence(z0, decay, drive, parallel=p) for p in (True, False)]
-    assert outputs[0].shape == (3, steps + 1, 2)
-    assert torch.allclose(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)
-    weights = torch.randn_like(outputs[0])
-    grads = [torch.autograd.grad((o * weights).sum(), [z0, decay, drive]) for o in outputs]
-    for got, want in zip(*grads, strict=True):
-        assert torch.allclose(got, want, rtol=1e-10, atol=1e-11)
 
 
 def test_blocked_solve_with_tiny_decays_and_float32():

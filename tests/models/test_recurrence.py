@@ -1,23 +1,35 @@
-"""The parallel scan solves the latent recurrence exactly like the loop, gradients included."""
+"""The parallel solvers (blocked, scan) solve the latent recurrence exactly like the loop,
+gradients included."""
 
 import pytest
 import torch
 
 from alternators_ppl.models import linear_recurrence
+from alternators_ppl.models.recurrence import BLOCK
 
 
-@pytest.mark.parametrize("steps", [1, 2, 3, 7, 64, 1000])
-def test_scan_equals_loop_with_gradients(steps):
+# scan: short and long; blocked: 1 block, exact blocks, a ragged last block, and > BLOCK^2
+# steps (two levels of recursion)
+@pytest.mark.parametrize(
+    "method, steps, value_rtol, grad_rtol",
+    [("scan", steps, 1e-11, 1e-9) for steps in (1, 2, 3, 7, 64, 1000)]
+    + [
+        ("blocked", steps, 1e-12, 1e-10)
+        for steps in (1, 2, 3, 7, BLOCK - 1, BLOCK, 64, 3 * BLOCK + 5, 1000, BLOCK * BLOCK + 77)
+    ],
+)
+def test_parallel_solve_equals_loop_with_gradients(method, steps, value_rtol, grad_rtol):
     z0 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     decay = torch.rand(steps, dtype=torch.float64).mul(0.99).requires_grad_()
     drive = torch.randn(4, steps, 3, dtype=torch.float64, requires_grad=True)
-    outputs = [linear_recurrence(z0, decay, drive, parallel=p) for p in (True, False)]
+    outputs = [linear_recurrence(z0, decay, drive, method=method),
+               linear_recurrence(z0, decay, drive, parallel=False)]  # fmt: skip
     assert outputs[0].shape == (4, steps + 1, 3)
-    assert torch.allclose(outputs[0], outputs[1], rtol=1e-11, atol=1e-12)
+    assert torch.allclose(outputs[0], outputs[1], rtol=value_rtol, atol=1e-12)
     weights = torch.randn_like(outputs[0])
     grads = [torch.autograd.grad((o * weights).sum(), [z0, decay, drive]) for o in outputs]
     for got, want in zip(*grads, strict=True):
-        assert torch.allclose(got, want, rtol=1e-9, atol=1e-11)
+        assert torch.allclose(got, want, rtol=grad_rtol, atol=1e-11)
 
 
 def test_closed_form_for_constant_decay():
