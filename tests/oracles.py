@@ -42,6 +42,16 @@ def linear_alternator(obs_dim=2, latent_dim=2) -> Alternator:
     return model.double()
 
 
+def gappy_linear_problem(steps: int):
+    """(model, x (1, T, 2), mask (1, T, 2)): :func:`linear_alternator` (2, 2), one sequence it
+    sampled and about 30% of its entries hidden, all from torch seed 0."""
+    torch.manual_seed(0)
+    model = linear_alternator(2, 2)
+    x = model.sample(1, steps)["x"]
+    mask = torch.rand(1, steps, 2) > 0.3
+    return model, x, mask
+
+
 def kalman_log_likelihood(model: Alternator, x: torch.Tensor) -> torch.Tensor:
     """Exact log p(x_{1:T}) (B,) of a linear Alternator; the state is w_t = z_{t-1}.
 

@@ -7,18 +7,14 @@ import pytest
 import torch
 
 from alternators_ppl.models.particle_gibbs import particle_gibbs
-from tests.oracles import DenseLinearAlternator, linear_alternator
+from tests.oracles import DenseLinearAlternator, gappy_linear_problem
 
 CHAINS, DRAWS = 4, 400
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    model = linear_alternator(2, 2)
-    x = model.sample(1, 12)["x"]
-    mask = torch.rand(1, 12, 2) > 0.3
-    return model, x, mask
+    return gappy_linear_problem(12)
 
 
 def _standardised_error(draws, mean, var):

@@ -16,18 +16,14 @@ from alternators_ppl.models.alpha_alternator import AlphaAlternator
 from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
 from alternators_ppl.models.smc import smc_chains, smoothing_paths
 from alternators_ppl.models.smc_moves import mcmc_moves
-from tests.oracles import DenseLinearAlternator, linear_alternator
+from tests.oracles import DenseLinearAlternator, gappy_linear_problem
 
 CHAINS, DRAWS = 20, 200
 
 
 @pytest.fixture
 def setup():
-    torch.manual_seed(0)
-    model = linear_alternator(2, 2)
-    x = model.sample(1, 15)["x"]
-    mask = torch.rand(1, 15, 2) > 0.3
-    return model, x, mask
+    return gappy_linear_problem(15)
 
 
 def _agrees(draws, mean, var, z_tol=4.5, var_tol=0.12):
