@@ -6,10 +6,10 @@ Paths (same model, same data): ``sequential`` (the step-by-step torch loop, 2T n
 ``logprob`` (the parallel path with the loss formed from two log-densities per factor and a
 second FTN pass: the formulation before issue 17), ``parallel`` (``Alternator.loss``: the
 blocked latent solve, the fully observed z-term from the drawn noise, one fused x-term) and
-``chunked`` (what ``fit`` runs on the CPU: the same loss, its gradient accumulated over chunks
-of ``gradient_chunk`` sequences, the fewest equal chunks of at most ``CPU_CHUNK_STEPS``
-sequence-steps, so the working
-set stays in cache; ``chunked_floor`` replays that path's own, smaller matrix products) and
+``chunked`` (what ``fit`` runs on the CPU: the same loss, its gradient accumulated over the
+fewest equal chunks of at most ``CPU_CHUNK_STEPS`` sequence-steps (``gradient_chunk``), so
+the working set stays in cache; ``chunked_floor`` replays that path's own, smaller matrix
+products) and
 ``compiled`` (opt-in, not in the default list: the same loss with both networks compiled by
 ``torch.compile`` through ``module.compile()``; ``compile_s`` is its first call). The matrix
 products of one ``parallel`` step (forward and backward, batched products included) are
