@@ -56,13 +56,14 @@ def _last_linear(otn: nn.Module) -> nn.Linear | None:
 def _saved(model: Alternator, layer: nn.Linear | None) -> Iterator[None]:
     """Restore the model's noise (and the OTN output layer) on exit."""
     sx = model.sigma_x_values() if model.sigma_x_per_dim else float(model.sigma_x)
-    state = (sx, model.sigma_z, model.alpha_values, model.alpha_is_constant)
+    state = (sx, model.stored_sigma_z(), model.alpha_values, model.alpha_is_constant)
     weights = None if layer is None else [p.detach().clone() for p in layer.parameters()]
     try:
         yield
     finally:
         model._set_sigma_x(state[0])
-        model.sigma_z, model.alpha_values, model.alpha_is_constant = state[1:]
+        model._set_sigma_z(state[1])
+        model.alpha_values, model.alpha_is_constant = state[2:]
         if layer is not None:
             with torch.no_grad():
                 for p, w in zip(layer.parameters(), weights, strict=True):
@@ -173,7 +174,7 @@ def calibrate_noise(
     evaluations = 0
     with _saved(model, layer):
         before = score()
-        sz = model.sigma_z
+        sz = max(model.sigma_z_values())  # the search sets one sigma_z for all coordinates
         u = model.alpha_values[0] / (1 - sz**2) if model.alpha_is_constant else 0.3
         c = 1.0
         best = (-math.inf, None)

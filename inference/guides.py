@@ -102,13 +102,14 @@ class FilteringGuide(_AlternatorGuide):
 
     with the model's FTN g (shared), a correction MLP c (last layer zero at initialisation, so
     the guide starts on the model's recursion) and learned per-dimension scales s_0, s
-    (softplus + ``min_scale``). s starts at ``init_scale`` (default sigma_z / 2), not at sigma_z:
-    a guide whose scale equals sigma_z cancels the model's z-terms, and it must learn its own.
+    (softplus + ``min_scale``). s starts at ``init_scale`` (default half the smallest
+    sigma_z), not at sigma_z: a guide whose scale equals sigma_z cancels the model's z-terms,
+    and it must learn its own.
 
     Args:
         model: the :class:`~alternators_ppl.models.Alternator` whose posterior is approximated.
         hidden, activation: widths and activation of the correction and z_0 MLPs.
-        init_scale: initial per-step scale s (default sigma_z / 2).
+        init_scale: initial per-step scale s (default half the smallest sigma_z).
         min_scale: floor added to every scale.
     """
 
@@ -123,7 +124,8 @@ class FilteringGuide(_AlternatorGuide):
         super().__init__(model, "filtering_guide")
         obs_dim, latent_dim = model.obs_dim, model.latent_dim
         init_scale = check_positive_float(
-            0.5 * model.sigma_z if init_scale is None else init_scale, "init_scale"
+            0.5 * min(model.sigma_z_values()) if init_scale is None else init_scale,
+            "init_scale",
         )
         self.min_scale = check_positive_float(min_scale, "min_scale")
         self.correction = MLP(obs_dim + latent_dim, latent_dim, hidden, activation)
@@ -177,7 +179,7 @@ class SmoothingGuide(_AlternatorGuide):
     Args:
         model: the :class:`~alternators_ppl.models.Alternator` whose posterior is approximated.
         rnn_hidden: H, hidden size of the GRU and of the combiner.
-        init_scale: initial per-step scale (default sigma_z / 2).
+        init_scale: initial per-step scale (default half the smallest sigma_z).
         min_scale: floor added to every scale.
     """
 
@@ -192,7 +194,8 @@ class SmoothingGuide(_AlternatorGuide):
         obs_dim, latent_dim = model.obs_dim, model.latent_dim
         self.rnn_hidden = check_positive_int(rnn_hidden, "rnn_hidden")
         init_scale = check_positive_float(
-            0.5 * model.sigma_z if init_scale is None else init_scale, "init_scale"
+            0.5 * min(model.sigma_z_values()) if init_scale is None else init_scale,
+            "init_scale",
         )
         self.min_scale = check_positive_float(min_scale, "min_scale")
         self.rnn = nn.GRU(2 * obs_dim, rnn_hidden, batch_first=True)

@@ -75,8 +75,9 @@ def shrink_alternator(model, x_val, z_val, z_centre, mask_val=None, num_samples:
         draws = model.infer_latents(x_val, mask_val, num_samples=num_samples)[:, :, 1:]
     gains = shrinkage_factors(draws.mean(0), z_val, z_centre)
     alpha = float(model.alpha_values[0])
-    decay = (1 - alpha - float(model.sigma_z) ** 2) ** 0.5
     centre = torch.as_tensor(z_centre, dtype=draws.dtype, device=draws.device)
+    sigma_z = torch.tensor(model.sigma_z_values(), dtype=draws.dtype, device=draws.device)
+    decay = (1 - alpha - sigma_z**2).sqrt()  # (Dz,)
     shrink_linear(layer, gains, centre * (1 - decay) / alpha**0.5)
     return gains
 

@@ -158,9 +158,9 @@ def _rollout_from(model, x, mask, z0):
     if not getattr(model, "affine_latent", False) or getattr(model, "data_dependent_alpha", False):
         return z
     alpha = model.alpha_schedule(x.shape[1])
-    decay = torch.sqrt(1 - alpha - model.sigma_z**2)
-    factors = torch.cat([decay.new_ones(1), torch.cumprod(decay, 0)])  # (L+1,)
-    return z + factors[None, :, None] * (z0 - z[:, 0]).unsqueeze(1)
+    decay = model.latent_decay(alpha)  # (L,) or (L, Dz)
+    factors = torch.cat([torch.ones_like(decay[:1]), torch.cumprod(decay, 0)])
+    return z + factors.reshape(1, x.shape[1] + 1, -1) * (z0 - z[:, 0]).unsqueeze(1)
 
 
 def _can_set_alpha(model) -> bool:
@@ -207,7 +207,7 @@ def fit_auto(fit, model, x_train, z_train, mask_train, x_val=None, z_val=None, m
                 "supervised='auto' needs x_val and z_val, or training sequences of at least "
                 f"{2 * (WINDOW + 1)} steps (or two sequences) to hold some out"
             )
-    limit = 1 - model.sigma_z**2
+    limit = 1 - max(model.sigma_z_values()) ** 2
     grid = tuple(float(a) for a in grid if 0 < a < limit) if _can_set_alpha(model) else ()
     grid = grid or (model.alpha_values[0],)
     # long sequences become windows; sequences already short (<= 2 WINDOW) stay as given

@@ -10,19 +10,23 @@ means the networks learned and moves only the noise:
 - observation step: sigma_x,d per observed dimension; the OTN's output layer is rescaled by
   sqrt(1 - sigma_x,old^2) / sqrt(1 - sigma_x,new^2), so x_loc = sqrt(1 - sigma_x^2) f(z) is
   unchanged (as ``calibrate_noise(preserve_mean=True)``);
-- latent step: sigma_z, with the decay sqrt(1 - alpha - sigma_z^2) held at its trained value
-  and sqrt(alpha) g(x) unchanged: alpha moves to alpha + sigma_z,old^2 - sigma_z,new^2 and
-  the FTN's output layer is rescaled by sqrt(alpha_old / alpha_new). alpha + sigma_z^2 is
-  therefore constant (< 1) and sigma_z^2 is capped below it, so alpha stays > 0.
+- latent step: sigma_z,d per latent coordinate, with sqrt(alpha) g(x) unchanged and the
+  decays sqrt(1 - alpha - sigma_z,d^2) kept on average: alpha moves to the mean over d of
+  alpha + sigma_z,old,d^2 - sigma_z,new,d^2 (so a common change of sigma_z keeps every decay
+  exactly; coordinates whose sigma_z moves apart change their decay by
+  (sigma_z,new,d^2 - mean) / (2 decay), a few thousandths for the main job) and the FTN's
+  output layer is rescaled by sqrt(alpha_old / alpha_new). Each sigma_z,d^2 is capped at 95%
+  of alpha + sigma_z,old,d^2 and alpha below 1 - max_d sigma_z,d^2, so the constraints
+  0 < alpha and alpha + sigma_z,d^2 < 1 hold.
 
 Criteria (``criterion=``):
 
-- ``"joint_mle"``: the exact maximiser of log p(x_val, z_val) over (sigma_x,1..Dx, sigma_z)
-  with the means fixed: sigma_x,d^2 = the mean squared residual of x_t,d about x_loc(z_{t-1})
-  and sigma_z^2 = the mean squared residual of z_t about z_loc(x_t, z_{t-1}) (closed form,
+- ``"joint_mle"``: the exact maximiser of log p(x_val, z_val) over (sigma_x,1..Dx,
+  sigma_z,1..Dz) with the means fixed: sigma_x,d^2 = the mean squared residual of x_t,d about
+  x_loc(z_{t-1}) and sigma_z,d^2 = that of z_t,d about z_loc(x_t, z_{t-1}) (closed form,
   :func:`supervised_noise_mle`; clipped to the valid ranges).
 - ``"latent_dss"`` (default): starting from the joint MLE, the scalar multipliers c_x (on
-  every sigma_x,d) and c_z (on sigma_z) that minimise the Dawid-Sebastiani score (the log
+  every sigma_x,d) and c_z (on every sigma_z,d) that minimise the Dawid-Sebastiani score (the log
   score of a Gaussian with the draws' mean and variance, per entry) of the SMC smoothing
   posterior p(z | x_val) (``smoothing_paths``, fixed seed) against z_val, by coordinate
   search over grids. ``"latent_crps"``: the same search minimising the CRPS. Needed because
@@ -103,15 +107,15 @@ def _check(model, x, z, mask):
 @torch.no_grad()
 def supervised_noise_mle(model, x_val, z_val, mask_val=None) -> dict:
     """Closed-form maximiser of log p(x_val, z_val) over sigma_x (per dimension) and sigma_z
-    with the model's means fixed; the model is not changed.
+    (per latent coordinate) with the model's means fixed; the model is not changed.
 
     x_val (B, T, Dx) (NaN or ``mask_val`` = missing), z_val (B, T, Dz) observed. The pairs
     (z_{t-1}, x_t, z_t), t = 2..T, of each sequence enter (z_0 of the span is unknown):
-    sigma_x,d^2 = mean over observed (b, t) of (x_t,d - x_loc(z_{t-1})_d)^2 and sigma_z^2 =
-    mean over steps with x_t fully observed and over coordinates of
-    (z_t - z_loc(x_t, z_{t-1}))^2. Returns ``sigma_x`` (Dx floats), ``sigma_z`` and the raw
-    residual variances ``var_x``, ``var_z``; the values are not yet clipped to the valid ranges
-    (see :func:`calibrate_supervised`).
+    sigma_x,d^2 = mean over observed (b, t) of (x_t,d - x_loc(z_{t-1})_d)^2 and sigma_z,d^2 =
+    mean over steps with x_t fully observed of (z_t,d - z_loc(x_t, z_{t-1})_d)^2. Returns
+    ``sigma_x`` (Dx floats), ``sigma_z`` (Dz floats) and the raw residual variances ``var_x``,
+    ``var_z``; the values are not yet clipped to the valid ranges (see
+    :func:`calibrate_supervised`).
     """
     x, z, mask = _check(model, x_val, z_val, mask_val)
     z_prev, x_now, z_now, m = z[:, :-1], x[:, 1:], z[:, 1:], mask[:, 1:]
@@ -125,12 +129,12 @@ def supervised_noise_mle(model, x_val, z_val, mask_val=None) -> dict:
     if not full.any():
         raise ValueError("x_val has no fully observed step after the first one")
     res_z = (z_now - model.z_loc(x_now, z_prev, alpha)).square()[full]
-    var_z = res_z.mean()
+    var_z = res_z.mean(0)  # (Dz,)
     return {
         "sigma_x": var_x.sqrt().tolist(),
-        "sigma_z": float(var_z.sqrt()),
+        "sigma_z": var_z.sqrt().tolist(),
         "var_x": var_x.tolist(),
-        "var_z": float(var_z),
+        "var_z": var_z.tolist(),
     }
 
 
@@ -144,19 +148,23 @@ class _Noise:
             [p.detach().clone() for p in layer.parameters()] for layer in (self.otn, self.ftn)
         ]
         self.sigma_x = torch.tensor(model.sigma_x_values(), dtype=model.dtype, device=model.device)
-        self.sigma_z, self.alpha = model.sigma_z, model.alpha_values[0]
-        self.total = self.alpha + self.sigma_z**2  # kept: the decay is sqrt(1 - total)
+        self.sigma_z, self.alpha = model.sigma_z_values(), model.alpha_values[0]
+        self.stored_sigma_z = model.stored_sigma_z()  # a float stays a float on restore
+        # alpha + sigma_z,d^2 per coordinate: the decays are sqrt(1 - total_d)
+        self.total = torch.tensor([self.alpha + s**2 for s in self.sigma_z], dtype=torch.float64)
 
-    def clip(self, sigma_x, sigma_z) -> tuple[list[float], float]:
+    def clip(self, sigma_x, sigma_z) -> tuple[list[float], list[float]]:
         sx = torch.as_tensor(sigma_x, dtype=torch.float64).clamp(*_SIGMA_X_RANGE)
-        sz = min(max(float(sigma_z), 1e-4), math.sqrt(_MAX_SIGMA_Z_SHARE * self.total))
-        return sx.tolist(), sz
+        sz = torch.as_tensor(sigma_z, dtype=torch.float64).expand_as(self.total)
+        sz = torch.minimum(sz.clamp_min(1e-4), (_MAX_SIGMA_Z_SHARE * self.total).sqrt())
+        return sx.tolist(), sz.tolist()
 
     def apply(self, sigma_x, sigma_z) -> None:
         model = self.model
         new_x = torch.as_tensor(sigma_x, dtype=model.dtype, device=model.device)
         gain_x = torch.sqrt(1 - self.sigma_x**2) / torch.sqrt(1 - new_x**2)
-        alpha = self.total - sigma_z**2
+        sz2 = torch.as_tensor(sigma_z, dtype=torch.float64).square()
+        alpha = min(float((self.total - sz2).mean()), 1 - float(sz2.max()) - 1e-4)
         gain_z = math.sqrt(self.alpha / alpha)
         with torch.no_grad():
             for layer, base, gain in (
@@ -170,6 +178,7 @@ class _Noise:
 
     def restore(self) -> None:
         self.apply(self.sigma_x.tolist(), self.sigma_z)
+        self.model.set_noise(sigma_z=self.stored_sigma_z)
 
 
 def _check_grids(grids) -> dict[str, list[float]]:
@@ -199,9 +208,10 @@ def calibrate_supervised(
     grids: dict[str, Sequence[float]] | None = None,
     max_sequences: int | None = 16,
 ) -> dict:
-    """Select sigma_x (per dimension) and sigma_z of a supervised ``model`` on validation data
-    x_val (B, T, Dx), z_val (B, T, Dz) and set them in place, the means kept as trained
-    (module docstring: alpha moves so that the decay stays; alpha + sigma_z^2 < 1 holds).
+    """Select sigma_x (per dimension) and sigma_z (per coordinate) of a supervised ``model`` on
+    validation data x_val (B, T, Dx), z_val (B, T, Dz) and set them in place, the means kept
+    as trained (module docstring: alpha moves so that the decays stay on average;
+    alpha + sigma_z,d^2 < 1 holds).
 
     ``criterion``: ``"joint_mle"`` (closed form, :func:`supervised_noise_mle`) or
     ``"latent_dss"`` (default: multipliers c_x, c_z of that MLE from ``grids``, keys ``c_x``
@@ -210,8 +220,8 @@ def calibrate_supervised(
     CRPS) of ``num_samples`` SMC smoothing draws
     (``num_particles``, fixed ``seed``) of z given x_val against z_val). ``max_sequences``
     (default 16, None = all) scores that many evenly spaced validation sequences in the
-    search. Returns a JSON-ready report: ``criterion``, the chosen ``sigma_x`` (list),
-    ``sigma_z``, ``alpha``, the ``mle`` values, ``c_x``, ``c_z``, the previous ``before``
+    search. Returns a JSON-ready report: ``criterion``, the chosen ``sigma_x`` and ``sigma_z``
+    (lists), ``alpha``, the ``mle`` values, ``c_x``, ``c_z``, the previous ``before``
     scales and, for the latent criteria, the score ``score_before`` / ``score_after`` and
     ``evaluations``.
     """
@@ -231,8 +241,9 @@ def calibrate_supervised(
     mle = supervised_noise_mle(model, x, z, mask)
     report = {"criterion": criterion, "before": before, "mle": mle, "c_x": 1.0, "c_z": 1.0}
     base_x = torch.tensor(mle["sigma_x"], dtype=torch.float64)
+    base_z = torch.tensor(mle["sigma_z"], dtype=torch.float64)
     if criterion == "joint_mle":
-        sx, sz = noise.clip(base_x, mle["sigma_z"])
+        sx, sz = noise.clip(base_x, base_z)
         noise.apply(sx, sz)
         return {**report, **_chosen(model)}
     if max_sequences is not None:
@@ -259,7 +270,7 @@ def calibrate_supervised(
             for key in ("c_x", "c_z"):
                 for value in grids[key]:
                     cand = {**c, key: value}
-                    noise.apply(*noise.clip(base_x * cand["c_x"], mle["sigma_z"] * cand["c_z"]))
+                    noise.apply(*noise.clip(base_x * cand["c_x"], base_z * cand["c_z"]))
                     value_score = score()
                     evaluations += 1
                     if value_score < best[0]:
@@ -271,7 +282,7 @@ def calibrate_supervised(
     if not math.isfinite(best[0]):
         noise.restore()
         raise ValueError("every candidate gave a non-finite score on the validation data")
-    noise.apply(*noise.clip(base_x * best[1], mle["sigma_z"] * best[2]))
+    noise.apply(*noise.clip(base_x * best[1], base_z * best[2]))
     return {
         **report,
         **_chosen(model),
@@ -289,6 +300,6 @@ def calibrate_supervised(
 def _chosen(model) -> dict:
     return {
         "sigma_x": model.sigma_x_values(),
-        "sigma_z": float(model.sigma_z),
+        "sigma_z": model.sigma_z_values(),
         "alpha": float(model.alpha_values[0]),
     }

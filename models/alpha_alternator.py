@@ -79,7 +79,7 @@ class AlphaAlternator(Alternator):
         vendi_score(torch.zeros(1, 2, 1), order)  # validates the order
         self.alpha_window, self.order = window, float(order)
         self.lengthscale, self.mask_rate = float(lengthscale), float(mask_rate)
-        self.cap = 1 - self.sigma_z**2 - 1e-4
+        self.cap = 1 - max(self.sigma_z_values()) ** 2 - 1e-4
         start = min(self.alpha_values[0] / self.cap, 1 - 1e-6)
         self.w = nn.Parameter(torch.zeros(()))
         self.b = nn.Parameter(torch.tensor(math.log(start / (1 - start))))

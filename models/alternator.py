@@ -28,7 +28,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from alternators_ppl.models import smc as _smc
-from alternators_ppl.models.noise_scales import NoiseScales, check_sigma_x
+from alternators_ppl.models.noise_scales import NoiseScales, check_sigma_x, check_sigma_z
 from alternators_ppl.models.recurrence import linear_recurrence
 from alternators_ppl.networks import MLP
 from alternators_ppl.validation import (
@@ -55,9 +55,11 @@ class Alternator(NoiseScales, PyroModule):
         latent_dim: Dz, size of each latent z_t.
         sigma_x: observation noise, in (0, 1): a float, or one value per observed dimension
             (a length-Dx sequence or tensor, stored as the buffer ``sigma_x_vector``).
-        sigma_z: latent noise, > 0.
+        sigma_z: latent noise, > 0: a float, or one value per latent coordinate (a length-Dz
+            sequence or tensor, stored as the buffer ``sigma_z_vector``; the decay
+            sqrt(1 - alpha_t - sigma_z,d^2) is then per coordinate too).
         alpha: FTN weight, a float or a length-L schedule (alpha_1..alpha_L) with
-            0 < alpha_t and alpha_t + sigma_z^2 < 1 (strict, so the latent keeps memory).
+            0 < alpha_t and alpha_t + sigma_z,d^2 < 1 (strict, so the latent keeps memory).
         otn: network z (..., Dz) -> (..., Dx); default ``MLP(latent_dim, obs_dim, hidden)``.
         ftn: network x (..., Dx) -> (..., Dz); default ``MLP(obs_dim, latent_dim, hidden)``.
         hidden, activation: widths and activation of the default MLPs.
@@ -71,7 +73,7 @@ class Alternator(NoiseScales, PyroModule):
         obs_dim: int,
         latent_dim: int,
         sigma_x: float | Sequence[float] | torch.Tensor = 0.3,
-        sigma_z: float = 0.1,
+        sigma_z: float | Sequence[float] | torch.Tensor = 0.1,
         alpha: float | Sequence[float] | torch.Tensor = 0.3,
         otn: nn.Module | None = None,
         ftn: nn.Module | None = None,
@@ -83,26 +85,26 @@ class Alternator(NoiseScales, PyroModule):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         sigma_x_values = check_sigma_x(sigma_x, self.obs_dim)
-        if not float(sigma_z) > 0.0:
-            raise ValueError(f"sigma_z must be > 0, got {sigma_z}")
+        sigma_z_values = check_sigma_z(sigma_z, self.latent_dim)
+        sz2 = max(sigma_z_values) ** 2 if isinstance(sigma_z_values, tuple) else sigma_z_values**2
         alpha_t = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
         if alpha_t.numel() == 0 or not torch.isfinite(alpha_t).all():
             raise ValueError(f"alpha must be a finite float or a non-empty schedule, got {alpha}")
-        if (alpha_t <= 0).any() or (alpha_t + float(sigma_z) ** 2 >= 1).any():
+        if (alpha_t <= 0).any() or (alpha_t + sz2 >= 1).any():
             raise ValueError(
                 "alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got "
                 f"alpha in [{alpha_t.min().item():.4g}, {alpha_t.max().item():.4g}], "
-                f"sigma_z^2 = {float(sigma_z) ** 2:.4g}"
+                f"largest sigma_z^2 = {sz2:.4g}"
             )
         if ftn_input not in FTN_INPUTS:
             raise ValueError(f"ftn_input must be one of {FTN_INPUTS}, got {ftn_input!r}")
         # Hyperparameters stay Python floats so that ``.double()`` computes with them exactly;
         # the buffer only tells the model's device and dtype.
-        self.sigma_z = float(sigma_z)
         self.alpha_values = tuple(alpha_t.double().tolist())
         self.alpha_is_constant = len(self.alpha_values) == 1
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
         self._set_sigma_x(sigma_x_values)
+        self._set_sigma_z(sigma_z_values)
         self.ftn_input = ftn_input
         self.otn = otn if otn is not None else MLP(latent_dim, obs_dim, hidden, activation)
         self.ftn = ftn if ftn is not None else MLP(obs_dim, latent_dim, hidden, activation)
@@ -429,7 +431,7 @@ class Alternator(NoiseScales, PyroModule):
             z = torch.cat([z0.unsqueeze(1), z_target], dim=1)
             x_draw = self.draw_x(z[:, :-1], eps_x)
             return z, torch.where(mask, x, x_draw) if conditioned else x_draw, None
-        decay = torch.sqrt(1 - alpha - self.sigma_z**2)
+        decay = self.latent_decay(alpha)
         if parallel and conditioned and self.affine_latent and not self.data_dependent_alpha:
             stepwise = (~mask).any(dim=2).any(dim=0).tolist()  # one host sync per rollout
             constant = self.alpha_is_constant and self._alpha_override is None
@@ -589,12 +591,14 @@ class Alternator(NoiseScales, PyroModule):
 
     def extra_repr(self) -> str:
         alpha = f"{self.alpha_values[0]:.3g}" if self.alpha_is_constant else "schedule"
-        if self.sigma_x_per_dim:
-            sigma_x = "[" + ", ".join(f"{v:.3g}" for v in self.sigma_x_values()) + "]"
-        else:
-            sigma_x = f"{self.sigma_x:.3g}"
+        def scale(per_dim: bool, values: list[float]) -> str:
+            text = ", ".join(f"{v:.3g}" for v in values)
+            return f"[{text}]" if per_dim else f"{values[0]:.3g}"
+
+        sigma_x = scale(self.sigma_x_per_dim, self.sigma_x_values())
+        sigma_z = scale(self.sigma_z_per_dim, self.sigma_z_values())
         return (
             f"obs_dim={self.obs_dim}, latent_dim={self.latent_dim}, "
-            f"sigma_x={sigma_x}, sigma_z={self.sigma_z:.3g}, "
+            f"sigma_x={sigma_x}, sigma_z={sigma_z}, "
             f"alpha={alpha}, ftn_input={self.ftn_input!r}"
         )

@@ -182,11 +182,13 @@ class JaxAlternator:
         """
         if not isinstance(model, Alternator):
             raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
-        if model.sigma_x_per_dim:
-            raise ValueError(
-                "the JAX Alternator takes a scalar sigma_x; this model's sigma_x is per "
-                "dimension (use the torch model, or set_noise(sigma_x=<float>))"
-            )
+        for name, per_dim in (("sigma_x", model.sigma_x_per_dim),
+                              ("sigma_z", model.sigma_z_per_dim)):  # fmt: skip
+            if per_dim:
+                raise ValueError(
+                    f"the JAX Alternator takes a scalar {name}; this model's {name} is per "
+                    f"dimension (use the torch model, or set_noise({name}=<float>))"
+                )
         changed = [
             hook
             for hook in _FACTOR_HOOKS

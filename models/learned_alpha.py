@@ -19,7 +19,7 @@ class LearnedAlphaAlternator(Alternator):
 
     def __init__(self, obs_dim: int, latent_dim: int, *args, **kwargs):
         super().__init__(obs_dim, latent_dim, *args, **kwargs)
-        self.cap = 1 - self.sigma_z**2 - 1e-4
+        self.cap = 1 - max(self.sigma_z_values()) ** 2 - 1e-4
         start = torch.tensor(self.alpha_values, dtype=torch.float64) / self.cap
         start = start.clamp(1e-6, 1 - 1e-6)
         self.alpha_logits = nn.Parameter(torch.log(start / (1 - start)).float())

@@ -1,22 +1,23 @@
-"""Noise scales of the Alternator: sigma_x (a float or one per observed dimension), sigma_z,
-their permanent replacement (:meth:`NoiseScales.set_noise`) and their temporary replacement by
+"""Noise scales of the Alternator: sigma_x (a float or one per observed dimension), sigma_z (a
+float or one per latent coordinate), their permanent replacement (:meth:`NoiseScales.set_noise`) and their temporary replacement by
 tensors with gradients (:meth:`NoiseScales.hyperparameters`, for Bayesian globals).
 
 A mixin of :class:`~alternators_ppl.models.Alternator`: it reads the model's ``obs_dim``,
-``sigma_z``, ``alpha_values``, ``dtype`` and ``device``, and asks ``_own_alpha()`` whether a
+``latent_dim``, ``alpha_values``, ``dtype`` and ``device``, and asks ``_own_alpha()`` whether a
 variant computes alpha_t itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
 
 from alternators_ppl.validation import as_float_tensor
 
-__all__ = ["NoiseScales", "check_sigma_x"]
+__all__ = ["NoiseScales", "check_sigma_x", "check_sigma_z"]
 
 
 def check_sigma_x(sigma_x, obs_dim: int) -> float | tuple[float, ...]:
@@ -33,6 +34,27 @@ def check_sigma_x(sigma_x, obs_dim: int) -> float | tuple[float, ...]:
     if not ((values > 0) & (values < 1)).all():
         raise ValueError(f"sigma_x must lie in (0, 1) in every dimension, got {values.tolist()}")
     return tuple(values.tolist())
+
+
+def check_sigma_z(sigma_z, latent_dim: int) -> float | tuple[float, ...]:
+    """sigma_z as a float, or a tuple of ``latent_dim`` floats, each > 0 and finite."""
+    values = torch.as_tensor(sigma_z, dtype=torch.float64).detach().cpu()
+    if values.dim() == 0:
+        if not 0.0 < float(values) < math.inf:
+            raise ValueError(f"sigma_z must be > 0, got {sigma_z}")
+        return float(sigma_z)
+    if tuple(values.shape) != (latent_dim,):
+        raise ValueError(
+            f"sigma_z must be a float or have shape (Dz,) = ({latent_dim},), got "
+            f"{tuple(values.shape)}"
+        )
+    if not ((values > 0) & (values < math.inf)).all():
+        raise ValueError(f"sigma_z must be > 0 in every coordinate, got {values.tolist()}")
+    return tuple(values.tolist())
+
+
+def _largest_square(values: float | tuple[float, ...]) -> float:
+    return max(values) ** 2 if isinstance(values, tuple) else values**2
 
 
 class NoiseScales:
@@ -73,11 +95,51 @@ class NoiseScales:
             return [float(v) for v in self._buffers["sigma_x_vector"].tolist()]
         return [float(self.sigma_x)] * self.obs_dim
 
+    @property
+    def sigma_z(self):
+        """Latent noise: a float, or a (Dz,) tensor (the buffer ``sigma_z_vector``) when it is
+        set per latent coordinate; a tensor value inside :meth:`hyperparameters`."""
+        value = self.__dict__.get("_sigma_z_value")
+        return self._buffers["sigma_z_vector"] if value is None else value
+
+    @sigma_z.setter
+    def sigma_z(self, value) -> None:
+        self.__dict__["_sigma_z_value"] = value
+
+    @property
+    def sigma_z_per_dim(self) -> bool:
+        """Whether sigma_z is stored per latent coordinate."""
+        return "sigma_z_vector" in self._buffers
+
+    def _set_sigma_z(self, values: tuple[float, ...] | float) -> None:
+        """Store a checked sigma_z: a float, or a tuple of Dz floats (as a buffer)."""
+        if isinstance(values, float):
+            self._buffers.pop("sigma_z_vector", None)
+            self.__dict__["_sigma_z_value"] = values
+            return
+        vector = torch.tensor(values, dtype=self.dtype, device=self.device)
+        self.__dict__["_sigma_z_value"] = None
+        if self.sigma_z_per_dim:
+            self._buffers["sigma_z_vector"] = vector
+        else:
+            self.register_buffer("sigma_z_vector", vector)
+
+    def sigma_z_values(self) -> list[float]:
+        """sigma_z as Dz floats (a scalar sigma_z repeated)."""
+        if self.sigma_z_per_dim:
+            return [float(v) for v in self._buffers["sigma_z_vector"].tolist()]
+        return [float(self.sigma_z)] * self.latent_dim
+
+    def stored_sigma_z(self) -> float | tuple[float, ...]:
+        """The stored sigma_z as :func:`check_sigma_z` returns it (float or tuple)."""
+        return tuple(self.sigma_z_values()) if self.sigma_z_per_dim else float(self.sigma_z)
+
     def set_noise(self, sigma_x=None, sigma_z=None, alpha=None) -> None:
-        """Replace the stored sigma_x (float or (Dx,)), sigma_z and constant alpha for good.
+        """Replace the stored sigma_x (float or (Dx,)), sigma_z (float or (Dz,)) and constant
+        alpha for good.
 
         The same checks as the constructor (0 < sigma_x < 1, sigma_z > 0, 0 < alpha,
-        alpha + sigma_z^2 < 1 for every alpha_t); ``None`` keeps a value. A variant that
+        alpha_t + sigma_z,d^2 < 1 for every alpha_t and coordinate d); ``None`` keeps a value. A variant that
         computes alpha_t itself accepts only sigma_x.
         """
         if self._own_alpha() and (sigma_z is not None or alpha is not None):
@@ -87,26 +149,36 @@ class NoiseScales:
         sx = check_sigma_x(self.sigma_x_values() if sigma_x is None else sigma_x, self.obs_dim)
         if sigma_x is None and not self.sigma_x_per_dim:
             sx = float(self.sigma_x)
-        sz = self.sigma_z if sigma_z is None else float(sigma_z)
-        if not sz > 0.0:
-            raise ValueError(f"sigma_z must be > 0, got {sigma_z}")
+        sz = self.stored_sigma_z() if sigma_z is None else check_sigma_z(sigma_z, self.latent_dim)
         values = self.alpha_values if alpha is None else (float(alpha),)
-        if any(a <= 0 or a + sz**2 >= 1 for a in values):
+        if any(a <= 0 or a + _largest_square(sz) >= 1 for a in values):
             raise ValueError(
                 f"alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got alpha={alpha}, "
                 f"sigma_z={sz}"
             )
         self._set_sigma_x(sx)
-        self.sigma_z = sz
+        self._set_sigma_z(sz)
         if alpha is not None:
             self.alpha_values, self.alpha_is_constant = values, True
 
     def eq12_scale(self):
-        """The factor 2 sigma_x^2 sigma_z^2 of Eq. 12 (sigma_x^2 averaged over dimensions when
-        it is per dimension, so the loss stays a positive multiple of -log p)."""
+        """The factor 2 sigma_x^2 sigma_z^2 of Eq. 12 (each square averaged over dimensions when
+        that scale is stored per dimension, so the loss stays a positive multiple of -log p)."""
+        sx2, sz2 = self.sigma_x**2, self.sigma_z**2
         if self.sigma_x_per_dim and self.__dict__.get("_sigma_x_value") is None:
-            return 2 * (self.sigma_x**2).mean() * self.sigma_z**2
-        return 2 * self.sigma_x**2 * self.sigma_z**2
+            sx2 = sx2.mean()
+        if self.sigma_z_per_dim and self.__dict__.get("_sigma_z_value") is None:
+            sz2 = sz2.mean()
+        return 2 * sx2 * sz2
+
+    def latent_decay(self, alpha: torch.Tensor) -> torch.Tensor:
+        """sqrt(1 - alpha_t - sigma_z^2), the latent step's memory: (T,) for a schedule alpha
+        (T,) and a scalar sigma_z, (T, Dz) when sigma_z is stored per coordinate; an alpha of
+        another shape broadcasts against sigma_z as it is."""
+        sz2 = self.sigma_z**2
+        if isinstance(sz2, torch.Tensor) and sz2.dim() == 1 and alpha.dim() == 1:
+            alpha = alpha.unsqueeze(-1)
+        return torch.sqrt(1 - alpha - sz2)
 
     # set by :meth:`hyperparameters` while a tensor alpha replaces the stored one
     _alpha_override: torch.Tensor | None = None
@@ -162,9 +234,14 @@ class NoiseScales:
                 f"alpha + sigma_z^2 < 1; got {sorted(given)} = "
                 + ", ".join(f"{v.detach().flatten()[:4].tolist()}" for v in values.values())
             )
-        saved = (self.__dict__.get("_sigma_x_value"), self.sigma_z, self._alpha_override)
+        saved = (
+            self.__dict__.get("_sigma_x_value"),
+            self.__dict__.get("_sigma_z_value"),
+            self._alpha_override,
+        )
         self.sigma_x, self.sigma_z, self._alpha_override = sx, sz, a
         try:
             yield
         finally:
-            self.__dict__["_sigma_x_value"], self.sigma_z, self._alpha_override = saved
+            self.__dict__["_sigma_x_value"], self.__dict__["_sigma_z_value"] = saved[:2]
+            self._alpha_override = saved[2]

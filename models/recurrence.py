@@ -19,15 +19,16 @@ def linear_recurrence(
 ) -> torch.Tensor:
     """Solve z_t = decay_t * z_{t-1} + drive_t for t = 1..T.
 
-    z0 (B, D), decay (T,), drive (B, T, D) -> z (B, T+1, D) including z0.
+    z0 (B, D), decay (T,) or per coordinate (T, D), drive (B, T, D) -> z (B, T+1, D)
+    including z0.
 
     ``parallel=True`` with ``method="blocked"`` (default) cuts time into blocks of
     :data:`BLOCK` steps: inside a block the solution is one matrix product with the
     lower-triangular matrix of decay products (built by ``cumprod``, no logs or divisions),
     and the block ends form the same recurrence, T / BLOCK steps long, solved recursively
-    (O(T BLOCK) work in a few large operations). ``method="scan"`` composes the affine maps
-    z -> a z + b with a Hillis-Steele scan (ceil(log2 T) whole-tensor steps, O(T log T)
-    work; also used when decay is not 1-D). ``parallel=False`` is the plain loop, kept as
+    (O(T BLOCK) work in a few large operations); a per-coordinate decay gets one such solve
+    per coordinate. ``method="scan"`` composes the affine maps z -> a z + b with a
+    Hillis-Steele scan (ceil(log2 T) whole-tensor steps, O(T log T) work). ``parallel=False`` is the plain loop, kept as
     the reference. All give the same values and gradients up to rounding.
     """
     steps = drive.shape[1]
@@ -43,6 +44,13 @@ def linear_recurrence(
         batch, _, dim = drive.shape
         time_major = drive.transpose(0, 1).reshape(steps, batch * dim)
         z = _blocked(z0.reshape(batch * dim), decay, time_major).reshape(steps, batch, dim)
+        return torch.cat([z0.unsqueeze(1), z.transpose(0, 1)], dim=1)
+    if method == "blocked" and decay.dim() == 2 and steps > 1:  # one solve per coordinate
+        columns = [
+            _blocked(z0[:, d], decay[:, d], drive[:, :, d].transpose(0, 1))
+            for d in range(drive.shape[2])
+        ]
+        z = torch.stack(columns, dim=-1)  # (T, B, D)
         return torch.cat([z0.unsqueeze(1), z.transpose(0, 1)], dim=1)
     return _scan(z0, decay, drive)
 
@@ -78,7 +86,7 @@ def _blocked(z0: torch.Tensor, decay: torch.Tensor, drive: torch.Tensor) -> torc
 def _scan(z0: torch.Tensor, decay: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
     """Hillis-Steele scan of the affine maps; z (B, T+1, D) including z0."""
     steps = drive.shape[1]
-    a = decay.unsqueeze(-1)  # (T, 1): multiplier of the map ending at t
+    a = decay if decay.dim() == 2 else decay.unsqueeze(-1)  # (T, D) or (T, 1): map ending at t
     b = torch.cat([drive[:, :1] + decay[0] * z0.unsqueeze(1), drive[:, 1:]], dim=1)
     shift = 1
     while shift < steps:  # after this pass, maps cover the last 2 * shift steps

@@ -32,7 +32,7 @@ _LOG_2PI = math.log(2 * math.pi)
 def check_smc_model(model) -> None:
     """Refuse what the particle methods cannot run: a model with random global sites
     (``HyperpriorAlternator``), one without the Alternator's per-step hooks, or batched
-    hyperparameters (a stored per-dimension sigma_x (Dx,) is fine)."""
+    hyperparameters (a stored per-dimension sigma_x (Dx,) or sigma_z (Dz,) is fine)."""
     if hasattr(model, "sample_globals") and hasattr(model, "alternator"):
         raise ValueError(
             f"{type(model).__name__} has random global sites (sigma_x, sigma_z, alpha); this SMC "
@@ -51,9 +51,9 @@ def check_smc_model(model) -> None:
         ("sigma_z", model.sigma_z),
         ("alpha", override),
     ):
-        per_dim = name == "sigma_x" and model.__dict__.get("_sigma_x_value") is None
-        if per_dim and tuple(value.shape) == (model.obs_dim,):
-            continue  # a stored per-dimension sigma_x (Dx,) broadcasts like a scalar
+        stored = name != "alpha" and model.__dict__.get(f"_{name}_value") is None
+        if stored and f"{name}_vector" in model._buffers:
+            continue  # a stored per-dimension sigma_x (Dx,) or sigma_z (Dz,) broadcasts
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             raise ValueError(
                 f"{name} is batched {tuple(value.shape)} (from hyperparameters()); SMC needs "
@@ -167,7 +167,7 @@ def backward_logits(model, log_w, cand, x_star, z_star, alpha) -> torch.Tensor:
         # the FTN reads the S inputs once and the N candidates enter through the product
         z_dist = model.z_dist(x_star, torch.zeros_like(z_star), alpha)  # (S, B, Dz)
     if isinstance(z_dist, torch.distributions.Normal):
-        decay = torch.sqrt(1 - alpha - model.sigma_z**2)
+        decay = model.latent_decay(alpha)
         features = _normal_features(
             z_star - z_dist.loc, decay * cand, z_dist.scale, scale_on_values=True
         )

@@ -77,7 +77,7 @@ def _z_move(model, z, x, alpha, times: torch.Tensor, beta: float):
     if model.affine_latent:
         # p(z_{t+1} | z_t, x_{t+1}) = N(u + d z_t, s^2): a Gaussian factor in z_t
         drive = model.z_dist(x[:, nxt], torch.zeros_like(current), a_next)
-        decay = torch.sqrt(1 - a_next - model.sigma_z**2).expand_as(drive.loc)
+        decay = model.latent_decay(a_next).expand_as(drive.loc)
         decay = torch.where(last.view(-1, 1), 0.0, decay)
         noise = drive.scale.expand_as(drive.loc).square()
         precision = 1 / var + decay.square() / noise

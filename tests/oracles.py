@@ -59,7 +59,8 @@ def kalman_log_likelihood(model: Alternator, x: torch.Tensor) -> torch.Tensor:
 
     x_t = c (F w_t + b_f) + sigma_x e_t with c = sqrt(1 - sigma_x^2), and
     w_{t+1} = d_t w_t + a_t (G x_t + b_g) + sigma_z e'_t with a_t = sqrt(alpha_t),
-    d_t = sqrt(1 - alpha_t - sigma_z^2): x_t enters the next state as a known input.
+    d_t = sqrt(1 - alpha_t - sigma_z^2): x_t enters the next state as a known input. A
+    per-coordinate sigma_z (Dz,) makes d_t and the state noise diagonal matrices.
     """
     F, b_f = model.otn.layers[0].weight, model.otn.layers[0].bias
     G, b_g = model.ftn.layers[0].weight, model.ftn.layers[0].bias
@@ -79,9 +80,9 @@ def kalman_log_likelihood(model: Alternator, x: torch.Tensor) -> torch.Tensor:
         gain = cov @ H.T @ torch.linalg.inv(x_cov)
         mean = mean + (gain @ (x[:, t] - x_mean).unsqueeze(-1)).squeeze(-1)
         cov = cov - gain @ x_cov @ gain.mT
-        a, d = alpha[t].sqrt(), (1 - alpha[t] - model.sigma_z**2).sqrt()
+        a, d = alpha[t].sqrt(), (1 - alpha[t] - model.sigma_z**2).sqrt() * eye_z.diagonal()
         mean = d * mean + a * (x[:, t] @ G.T + b_g)
-        cov = d**2 * cov + model.sigma_z**2 * eye_z
+        cov = d.unsqueeze(-1) * cov * d + torch.diag_embed(model.sigma_z**2 * eye_z.diagonal())
     return log_lik
 
 
@@ -92,7 +93,8 @@ def dense_linear_joint(model, steps):
     F, b_f = model.otn.layers[0].weight.detach(), model.otn.layers[0].bias.detach()
     G, b_g = model.ftn.layers[0].weight.detach(), model.ftn.layers[0].bias.detach()
     dx, dz = model.obs_dim, model.latent_dim
-    sx, sz = float(model.sigma_x), float(model.sigma_z)
+    sx = float(model.sigma_x)
+    sz = torch.tensor(model.sigma_z_values(), dtype=f64)  # (Dz,)
     alpha = [float(a) for a in model.alpha_schedule(steps)]
     n = dz + steps * (dx + dz)
     A, c, L = torch.zeros(n, n, dtype=f64), torch.zeros(n, dtype=f64), torch.zeros(n, n, dtype=f64)
@@ -104,11 +106,11 @@ def dense_linear_joint(model, steps):
         A[xi : xi + dx, zp : zp + dz] = cx * F
         c[xi : xi + dx] = cx * b_f
         L[xi : xi + dx, xi : xi + dx] = sx * torch.eye(dx, dtype=f64)
-        a, d = math.sqrt(alpha[t - 1]), math.sqrt(1 - alpha[t - 1] - sz**2)
+        a, d = math.sqrt(alpha[t - 1]), torch.sqrt(1 - alpha[t - 1] - sz**2)
         A[zi : zi + dz, xi : xi + dx] = a * G
-        A[zi : zi + dz, zp : zp + dz] = d * torch.eye(dz, dtype=f64)
+        A[zi : zi + dz, zp : zp + dz] = torch.diag(d)
         c[zi : zi + dz] = a * b_g
-        L[zi : zi + dz, zi : zi + dz] = sz * torch.eye(dz, dtype=f64)
+        L[zi : zi + dz, zi : zi + dz] = torch.diag(sz)
     M = torch.linalg.inv(torch.eye(n, dtype=f64) - A)
     return M @ c, M @ L @ L.T @ M.T
 

@@ -160,7 +160,7 @@ class AlternatorModel(_Wrapped):
             },
             "calibration": calibration,
             "sigma_x": self.model.sigma_x_values(),
-            "sigma_z": self.model.sigma_z,
+            "sigma_z": self.model.stored_sigma_z(),
             "alpha": self.model.alpha_values[0],
         }
         return {**history.to_dict(), "chosen": self.chosen}

@@ -71,15 +71,21 @@ def test_mle_recovers_known_noise_and_keeps_means():
     z_loc = start.z_loc(x[:, 1:], z_obs[:, :-1], start.alpha_schedule(1)[0])
     report = calibrate_supervised(start, x, z_obs, criterion="joint_mle")
     n = 40 * 59
-    for est, true in zip(report["sigma_x"], SIGMA_X, strict=True):
+    for est, true in zip(report["sigma_x"] + report["sigma_z"], SIGMA_X + (SIGMA_Z,) * 2,
+                         strict=True):  # fmt: skip
         assert abs(est - true) < 4 * true / math.sqrt(2 * n), (est, true)
-    assert abs(report["sigma_z"] - SIGMA_Z) < 4 * SIGMA_Z / math.sqrt(2 * n * 2)
-    assert abs(report["alpha"] - (ALPHA + SIGMA_Z**2 - report["sigma_z"] ** 2)) < 1e-12
-    assert report["alpha"] + report["sigma_z"] ** 2 < 1
-    # the means as trained, to rounding
+    sz2 = torch.tensor(report["sigma_z"], dtype=torch.float64) ** 2
+    assert abs(report["alpha"] - (ALPHA + SIGMA_Z**2 - float(sz2.mean()))) < 1e-12
+    assert report["alpha"] + float(sz2.max()) < 1
+    # x's mean as trained, to rounding; z's drive sqrt(alpha) g(x) too, and each decay
+    # moves only by the spread of sigma_z,d^2 about its mean (module docstring)
     torch.testing.assert_close(start.x_loc(z_obs[:, :-1]), x_loc)
     alpha = start.alpha_schedule(1)[0]
-    torch.testing.assert_close(start.z_loc(x[:, 1:], z_obs[:, :-1], alpha), z_loc)
+    decay = torch.sqrt(1 - alpha - sz2)
+    torch.testing.assert_close(decay**2, 1 - ALPHA - SIGMA_Z**2 + sz2.mean() - sz2)
+    old_decay = math.sqrt(1 - ALPHA - SIGMA_Z**2)
+    drive = start.z_loc(x[:, 1:], torch.zeros_like(z_obs[:, :-1]), alpha)
+    torch.testing.assert_close(drive, z_loc - old_decay * z_obs[:, :-1])
     # the weights return to the truth's (the noise and the scale of f, g are identified)
     for a, b in ((start.otn, truth.otn), (start.ftn, truth.ftn)):
         torch.testing.assert_close(a.layers[-1].weight, b.layers[-1].weight, atol=0.02, rtol=0)
@@ -99,19 +105,45 @@ def test_mle_is_the_maximum_of_the_models_own_log_joint():
             moved[d] *= factor
             noise.apply(moved, sz)
             assert _pair_log_lik(model, x, z[:, 1:]) < best
-    for factor in (0.97, 1.03):
-        noise.apply(sx, sz * factor)
-        assert _pair_log_lik(model, x, z[:, 1:]) < best
+    for d in range(2):
+        for factor in (0.97, 1.03):
+            moved = list(sz)
+            moved[d] *= factor
+            noise.apply(sx, moved)
+            assert _pair_log_lik(model, x, z[:, 1:]) < best
     noise.restore()
     assert abs(_pair_log_lik(model, x, z[:, 1:]) - best) < 1e-8
     mle = supervised_noise_mle(model, x, z[:, 1:])
     torch.testing.assert_close(torch.tensor(mle["sigma_x"]), torch.tensor(sx), rtol=1e-9, atol=0)
 
 
-def _coverage(model, x, z, seed=5) -> float:
+def _coverage(model, x, z, seed=5, per_coordinate=False):
     draws = smoothing_paths(model, x, None, 200, 300, seed=seed).z[:, :, 1:]
     lo, hi = draws.quantile(0.05, dim=0), draws.quantile(0.95, dim=0)
-    return float(((z >= lo) & (z <= hi)).double().mean())
+    inside = ((z >= lo) & (z <= hi)).double()
+    return inside.mean((0, 1)).tolist() if per_coordinate else float(inside.mean())
+
+
+def test_per_coordinate_latent_noise_covers_every_coordinate():
+    """Latent coordinates with noise 0.3 and 0.08: one sigma_z for both covers neither (the
+    first too narrow, the second too wide); the per-coordinate calibration covers each."""
+    sigma_z = torch.tensor([0.3, 0.08], dtype=torch.float64)
+    torch.manual_seed(0)
+    truth = linear_alternator(2, 2)
+    truth.set_noise(sigma_x=[0.3, 0.3], sigma_z=sigma_z, alpha=ALPHA)
+    x, z = _simulate(truth, 30, 40, seed=3)
+    x_val, z_val, x_test, z_test = x[:15], z[:15, 1:], x[15:], z[15:, 1:]
+    one = copy.deepcopy(truth)
+    one.set_noise(sigma_z=float(sigma_z.square().mean().sqrt()))
+    low, high = _coverage(one, x_test, z_test, per_coordinate=True)
+    assert low < 0.85 and high > 0.95, (low, high)
+    shift = 0.006  # the truth's decays, the noise too small: sigma_z^2 - shift, alpha + shift
+    model = copy.deepcopy(truth)
+    model.set_noise(sigma_z=(sigma_z.square() - shift).sqrt(), alpha=ALPHA + shift)
+    report = calibrate_supervised(model, x_val, z_val, num_particles=64, num_samples=32)
+    assert report["sigma_z"][0] > 2 * report["sigma_z"][1], report["sigma_z"]
+    for cover in _coverage(model, x_test, z_test, per_coordinate=True):
+        assert 0.85 <= cover <= 0.95, (cover, report)
 
 
 def test_calibrated_smc_posterior_covers_the_true_path():
@@ -169,7 +201,8 @@ def test_fit_records_the_calibration_and_can_skip_it(tmp_path):
     errors = cal["latent_errors"]
     assert model.latent_method == cal["latent_method"] == min(errors, key=errors.get)
     assert model.sigma_x_values() == pytest.approx(cal["sigma_x"])
-    assert model.alpha_values[0] + model.sigma_z**2 < 1
+    assert model.sigma_z_values() == pytest.approx(cal["sigma_z"])
+    assert model.alpha_values[0] + max(model.sigma_z_values()) ** 2 < 1
     assert (tmp_path / "selection.json").read_text().count("latent_dss") == 1
     torch.manual_seed(0)
     plain = Alternator(3, 2, hidden=(8,)).double()
@@ -200,5 +233,6 @@ def test_calibrate_supervised_on_cuda():
     x, z = _simulate(truth, 8, 30, seed=8)
     model = _with_noise(truth.cpu(), 0.3, 0.1).to("cuda")
     report = calibrate_supervised(model, x, z[:, 1:], num_particles=32, num_samples=16)
-    assert model.sigma_x.device.type == "cuda" and report["alpha"] + report["sigma_z"] ** 2 < 1
+    assert model.sigma_x.device.type == "cuda" and model.sigma_z.device.type == "cuda"
+    assert report["alpha"] + max(report["sigma_z"]) ** 2 < 1
     assert model.infer_latents(x, num_samples=4, method="smc").device.type == "cuda"

@@ -38,20 +38,25 @@ def test_log_joint_equals_pyro_trace(batch, steps, obs_dim, latent_dim, mask_kin
     assert torch.allclose(model.log_joint(x, z, mask), expected, rtol=1e-12, atol=1e-10)
 
 
-def test_log_joint_closed_form_for_linear_networks():
+@pytest.mark.parametrize("sigma_z", [(0.2, 0.2), (0.2, 0.45)])
+def test_log_joint_closed_form_for_linear_networks(sigma_z):
+    per_coordinate = sigma_z[0] != sigma_z[1]
     model = Alternator(
-        2, 2, sigma_x=0.5, sigma_z=0.2, alpha=0.4, otn=nn.Identity(), ftn=nn.Identity()
+        2, 2, sigma_x=0.5, sigma_z=sigma_z if per_coordinate else sigma_z[0], alpha=0.4,
+        otn=nn.Identity(), ftn=nn.Identity(),
     )
     model = model.double()
+    assert model.sigma_z_per_dim == per_coordinate
     x = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
     z = torch.tensor([[[0.5, 0.0], [0.2, 0.3]]], dtype=torch.float64)
-    sx2, sz2, a = 0.25, 0.04, 0.4
+    sx2, a = 0.25, 0.4
 
     def log_normal(value, mean, var):
         return -0.5 * ((value - mean) ** 2 / var + math.log(2 * math.pi * var))
 
     expected = 0.0
     for d in range(2):
+        sz2 = model.sigma_z_values()[d] ** 2  # a stored (Dz,) buffer keeps float32 rounding
         expected += log_normal(z[0, 0, d].item(), 0.0, 1.0)
         expected += log_normal(x[0, 0, d].item(), math.sqrt(1 - sx2) * z[0, 0, d].item(), sx2)
         mean = math.sqrt(a) * x[0, 0, d].item() + math.sqrt(1 - a - sz2) * z[0, 0, d].item()
@@ -59,20 +64,23 @@ def test_log_joint_closed_form_for_linear_networks():
     assert model.log_joint(x, z).item() == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("sigma_z", [0.15, (0.15, 0.3)])
 @pytest.mark.parametrize("mask_kind", [None, "entries"])
-def test_path_loss_is_scaled_negative_log_joint(mask_kind):
-    model = make_model(sigma_x=0.4, sigma_z=0.15)
+def test_path_loss_is_scaled_negative_log_joint(mask_kind, sigma_z):
+    model = make_model(sigma_x=0.4, sigma_z=sigma_z)
     batch, steps = 3, 9
     x = torch.randn(batch, steps, 3, dtype=torch.float64)
     z = torch.randn(batch, steps + 1, 2, dtype=torch.float64)
     mask = None if mask_kind is None else random_mask(batch, steps, 3, True)
     observed = torch.ones_like(x) if mask is None else mask.double()
-    sx2, sz2 = 0.4**2, 0.15**2
+    sx2 = 0.4**2
+    sz2 = torch.tensor(model.sigma_z_values(), dtype=torch.float64).square()  # as stored
     log_z0 = -0.5 * (z[:, 0] ** 2).sum(-1) - 0.5 * 2 * math.log(2 * math.pi)
     const = 0.5 * observed.sum((1, 2)) * math.log(2 * math.pi * sx2)
-    const = const + 0.5 * steps * 2 * math.log(2 * math.pi * sz2)
+    const = const + 0.5 * steps * torch.log(2 * math.pi * sz2).sum()
     neg_log_p = -(model.log_joint(x, z, mask) - log_z0) - const
-    assert torch.allclose(model.path_loss(x, z, mask), 2 * sx2 * sz2 * neg_log_p, rtol=1e-12)
+    scale = 2 * sx2 * sz2.mean()  # the squares averaged over coordinates (eq12_scale)
+    assert torch.allclose(model.path_loss(x, z, mask), scale * neg_log_p, rtol=1e-12)
 
 
 def test_supervised_loss_uses_observed_latents():
@@ -116,10 +124,11 @@ def test_loss_scores_the_path_the_sampler_draws(ftn_input):
         assert torch.allclose(z_term, expected, rtol=1e-10)
 
 
+@pytest.mark.parametrize("sigma_z", [0.1, (0.1, 0.3)])
 @pytest.mark.parametrize("mask_kind", [None, "steps", "entries", "tail"])
 @pytest.mark.parametrize("ftn_input", ["conditioned", "generative"])
-def test_parallel_rollout_equals_step_by_step_reference(mask_kind, ftn_input):
-    model = make_model(alpha=[0.2 + 0.01 * t for t in range(40)])
+def test_parallel_rollout_equals_step_by_step_reference(mask_kind, ftn_input, sigma_z):
+    model = make_model(alpha=[0.2 + 0.01 * t for t in range(40)], sigma_z=sigma_z)
     x = torch.randn(3, 40, 3, dtype=torch.float64, requires_grad=True)
     if mask_kind == "tail":
         mask = torch.ones(3, 40, dtype=torch.bool)
@@ -284,6 +293,9 @@ def test_training_step_reduces_supervised_loss():
         ({"sigma_x": 0.0}, "sigma_x"),
         ({"sigma_z": -0.1}, "sigma_z"),
         ({"alpha": 0.99, "sigma_z": 0.1}, "alpha"),
+        ({"sigma_z": [0.1, -0.1]}, "sigma_z"),
+        ({"sigma_z": [0.1, 0.1, 0.1]}, r"sigma_z .*\(Dz,\)"),
+        ({"alpha": 0.8, "sigma_z": [0.1, 0.5]}, "alpha"),
         ({"alpha": 0.0}, "alpha"),
         ({"alpha": [0.3, float("nan")]}, "alpha"),
         ({"ftn_input": "other"}, "ftn_input"),
@@ -294,6 +306,22 @@ def test_training_step_reduces_supervised_loss():
 def test_invalid_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Alternator(3, 2, **kwargs)
+
+
+def test_per_coordinate_sigma_z_is_stored_moved_and_replaced():
+    model = Alternator(3, 2, sigma_z=[0.1, 0.2], alpha=0.5)
+    assert model.sigma_z_per_dim and model.sigma_z_values() == pytest.approx([0.1, 0.2])
+    model = model.double()
+    assert model.sigma_z.dtype == torch.float64 and "sigma_z_vector" in model.state_dict()
+    assert "sigma_z=[0.1, 0.2]" in repr(model)
+    with pytest.raises(ValueError, match="alpha"):
+        model.set_noise(sigma_z=[0.1, 0.8])  # 0.5 + 0.64 >= 1
+    assert model.sigma_z_values() == pytest.approx([0.1, 0.2])  # nothing changed
+    model.set_noise(sigma_z=0.15)
+    assert not model.sigma_z_per_dim and model.sigma_z == 0.15
+    with model.hyperparameters(sigma_z=torch.tensor(0.3, dtype=torch.float64)):
+        assert float(model.sigma_z) == 0.3
+    assert model.sigma_z == 0.15
 
 
 def test_invalid_dims():

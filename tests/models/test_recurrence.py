@@ -9,7 +9,8 @@ from alternators_ppl.models.recurrence import BLOCK
 
 
 # scan: short and long; blocked: 1 block, exact blocks, a ragged last block, and > BLOCK^2
-# steps (two levels of recursion)
+# steps (two levels of recursion); each also with a per-coordinate decay (T, D)
+@pytest.mark.parametrize("per_coordinate", [False, True])
 @pytest.mark.parametrize(
     "method, steps, value_rtol, grad_rtol",
     [("scan", steps, 1e-11, 1e-9) for steps in (1, 2, 3, 7, 64, 1000)]
@@ -18,9 +19,12 @@ from alternators_ppl.models.recurrence import BLOCK
         for steps in (1, 2, 3, 7, BLOCK - 1, BLOCK, 64, 3 * BLOCK + 5, 1000, BLOCK * BLOCK + 77)
     ],
 )
-def test_parallel_solve_equals_loop_with_gradients(method, steps, value_rtol, grad_rtol):
+def test_parallel_solve_equals_loop_with_gradients(
+    method, steps, value_rtol, grad_rtol, per_coordinate
+):
     z0 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    decay = torch.rand(steps, dtype=torch.float64).mul(0.99).requires_grad_()
+    shape = (steps, 3) if per_coordinate else (steps,)
+    decay = torch.rand(shape, dtype=torch.float64).mul(0.99).requires_grad_()
     drive = torch.randn(4, steps, 3, dtype=torch.float64, requires_grad=True)
     outputs = [linear_recurrence(z0, decay, drive, method=method),
                linear_recurrence(z0, decay, drive, parallel=False)]  # fmt: skip

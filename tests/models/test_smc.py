@@ -49,13 +49,25 @@ def setup():
     return model, x, mask
 
 
+def _per_coordinate():
+    """The ``setup`` problem with latent noise (0.45, 0.15) per coordinate (so the decays
+    sqrt(1 - alpha - sigma_z,d^2) differ too)."""
+    torch.manual_seed(0)
+    model = linear_alternator(DX, DZ)
+    model.set_noise(sigma_z=[0.45, 0.15])
+    x = model.sample(1, 15)["x"]
+    mask = torch.rand(1, 15, DX) > 0.3
+    return model, x, mask
+
+
 def _mask_or_all(mask, use):
     return mask if use else torch.ones_like(mask)
 
 
 # ---------------------------------------------------------------------- oracle sanity
-def test_dense_oracle_matches_kalman(setup):
-    model, x, mask = setup
+@pytest.mark.parametrize("latent_noise", ["scalar", "per-coordinate"])
+def test_dense_oracle_matches_kalman(setup, latent_noise):
+    model, x, mask = setup if latent_noise == "scalar" else _per_coordinate()
     exact = DenseLinearAlternator(model, x[0], torch.ones_like(mask[0])).log_marginal()
     assert torch.allclose(exact, kalman_log_likelihood(model, x)[0], atol=1e-10, rtol=0)
 
@@ -101,9 +113,10 @@ def _coupled():
     return model, x, mask
 
 
-@pytest.mark.parametrize("case", ["observed", "masked", "coupled"])
+@pytest.mark.parametrize("case", ["observed", "masked", "coupled", "per-coordinate"])
 def test_filtering_moments_match_exact(setup, case):
-    model, x, mask = _coupled() if case == "coupled" else setup
+    problems = {"coupled": _coupled, "per-coordinate": _per_coordinate}
+    model, x, mask = problems[case]() if case in problems else setup
     mask = _mask_or_all(mask, case != "observed")
     exact = DenseLinearAlternator(model, x[0], mask[0])
     num = 20000
@@ -128,9 +141,9 @@ def _chain_check(draws, mean, var, z_tol=4.5, var_tol=0.1):
     return z.abs().max().item() < z_tol and rel_var.abs().max().item() < var_tol, z, rel_var
 
 
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("masked", [False, True, "per-coordinate"])
 def test_smoothing_moments_match_exact(setup, masked):
-    model, x, mask = setup
+    model, x, mask = _per_coordinate() if masked == "per-coordinate" else setup
     mask = _mask_or_all(mask, masked)
     exact = DenseLinearAlternator(model, x[0], mask[0])
     chains, draws = 20, 200
