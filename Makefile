@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-slow bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,8 +24,13 @@ demo: $(VENV)/.installed
 
 # Each test process uses one torch thread (tests/conftest.py), and so do the subprocesses the
 # tests start (OMP_NUM_THREADS): two processes use both cores without oversubscribing them.
+# `make test` is the suite without the tests marked slow (minutes each: the default Lorenz job,
+# torchrun, 100,000-step rollouts); `make test-slow` runs those; CI runs both.
 test: $(VENV)/.installed-dev
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow"
+
+test-slow: $(VENV)/.installed-dev
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m slow
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run
