@@ -8,7 +8,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-__all__ = ["MLP", "ACTIVATIONS", "ParameterPlacement"]
+__all__ = ["MLP", "ACTIVATIONS", "ParameterPlacement", "output_linear"]
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -17,6 +17,17 @@ ACTIVATIONS = {
     "silu": nn.SiLU,
     "elu": nn.ELU,
 }
+
+
+def output_linear(net: nn.Module) -> nn.Linear | None:
+    """The output layer of ``net`` when it is a linear map (an :class:`MLP`, an
+    ``nn.Sequential`` ending in ``nn.Linear``, or an ``nn.Linear``); None otherwise."""
+    if isinstance(net, nn.Linear):
+        return net
+    layers = getattr(net, "layers", net)
+    if isinstance(layers, nn.Sequential) and isinstance(layers[-1], nn.Linear):
+        return layers[-1]
+    return None
 
 
 class ParameterPlacement:

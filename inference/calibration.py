@@ -13,9 +13,11 @@ are trained by Eq. 12 at the starting scales, and then :func:`calibrate_noise` c
 by maximising the particle filter's log-marginal likelihood log p^(x_val) (the SMC estimate of
 :func:`alternators_ppl.models.smc.particle_filter`, with a fixed seed so every candidate sees
 the same random numbers) by coordinate search over grids of (c, sigma_z, u). With
-``preserve_mean`` the OTN's last linear layer is rescaled by sqrt(1 - sigma_x,old^2) /
-sqrt(1 - sigma_x,new^2), so the mean sqrt(1 - sigma_x^2) f(z) of x_t given z_{t-1} that Eq. 12
-fitted is unchanged: only the noise moves.
+``preserve_mean`` the layer that the model's ``observation_mean_layer`` names is rescaled by
+the ratio of its ``observation_mean_scale`` at the old and the new sigma_x, so the mean of
+x_t given z_{t-1} that Eq. 12 fitted is unchanged and only the noise moves: for the Alternator
+the OTN's output layer and sqrt(1 - sigma_x^2) (x_loc = sqrt(1 - sigma_x^2) f(z)); for
+Alternator++ eps_psi's output layer and sqrt(1 - beta - sigma_x^2).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.models.smc import particle_filter
 from alternators_ppl.validation import check_positive_int
 
-__all__ = ["apply_noise", "calibrate_noise", "DEFAULT_GRIDS"]
+__all__ = ["apply_noise", "calibrate_noise", "can_calibrate_noise", "DEFAULT_GRIDS"]
 
 #: search grids: c (scale of the per-dimension residual sd), sigma_z, u = alpha / (1 - sigma_z^2)
 DEFAULT_GRIDS = {
@@ -42,19 +44,20 @@ DEFAULT_GRIDS = {
 _SIGMA_X_RANGE = (1e-3, 0.99)
 
 
-def _last_linear(otn: nn.Module) -> nn.Linear | None:
-    """The OTN's output layer when it is a linear map (MLP, Sequential or Linear)."""
-    if isinstance(otn, nn.Linear):
-        return otn
-    layers = getattr(otn, "layers", otn)
-    if isinstance(layers, nn.Sequential) and isinstance(layers[-1], nn.Linear):
-        return layers[-1]
-    return None
+def can_calibrate_noise(model) -> bool:
+    """Whether :func:`calibrate_noise` knows how ``model``'s observation mean depends on
+    sigma_x: an Alternator with the base ``x_loc``, or a variant that overrides
+    ``observation_mean_scale`` with its own ``x_loc`` (Alternator++)."""
+    if not isinstance(model, Alternator):
+        return False
+    own_mean = type(model).x_loc is not Alternator.x_loc
+    described = type(model).observation_mean_scale is not Alternator.observation_mean_scale
+    return not own_mean or described
 
 
 @contextlib.contextmanager
 def _saved(model: Alternator, layer: nn.Linear | None) -> Iterator[None]:
-    """Restore the model's noise (and the OTN output layer) on exit."""
+    """Restore the model's noise (and the observation mean layer) on exit."""
     sx = model.sigma_x_values() if model.sigma_x_per_dim else float(model.sigma_x)
     state = (sx, model.stored_sigma_z(), model.alpha_values, model.alpha_is_constant)
     weights = None if layer is None else [p.detach().clone() for p in layer.parameters()]
@@ -71,11 +74,11 @@ def _saved(model: Alternator, layer: nn.Linear | None) -> Iterator[None]:
 
 
 def _apply(model, layer, base_weights, old_sx, sigma_x, sigma_z, alpha) -> None:
-    """Set the noise; rescale the OTN output layer so x_loc stays as Eq. 12 fitted it."""
+    """Set the noise; rescale the observation mean layer so x_loc stays as Eq. 12 fitted it."""
     if layer is not None:
         old = torch.as_tensor(old_sx, dtype=model.dtype, device=model.device)
         new = torch.as_tensor(sigma_x, dtype=model.dtype, device=model.device)
-        gain = torch.sqrt(1 - old**2) / torch.sqrt(1 - new**2)
+        gain = model.observation_mean_scale(old) / model.observation_mean_scale(new)
         gain = gain.expand(model.obs_dim)
         with torch.no_grad():
             layer.weight.copy_(base_weights[0] * gain.unsqueeze(-1))
@@ -133,10 +136,10 @@ def calibrate_noise(
     """
     if not isinstance(model, Alternator):
         raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
-    if type(model).x_loc is not Alternator.x_loc:
+    if not can_calibrate_noise(model):
         raise ValueError(
-            f"calibrate_noise needs the Alternator's observation mean; {type(model).__name__} "
-            "changes x_loc (its noise scales enter the mean)"
+            f"calibrate_noise needs to know how the observation mean depends on sigma_x; "
+            f"{type(model).__name__} changes x_loc without observation_mean_scale"
         )
     num_particles = check_positive_int(num_particles, "num_particles")
     sweeps = check_positive_int(sweeps, "sweeps")
@@ -156,14 +159,16 @@ def calibrate_noise(
     if not mask.any():
         raise ValueError("x_val has no observed entry (all values missing)")
     entries = float(mask.sum())
-    layer = _last_linear(model.otn) if preserve_mean else None
+    layer = model.observation_mean_layer() if preserve_mean else None
     if preserve_mean and layer is None:
         raise ValueError(
-            "preserve_mean needs an OTN whose output layer is nn.Linear (an MLP); "
+            "preserve_mean needs an observation mean layer that is nn.Linear (an MLP OTN); "
             "pass preserve_mean=False"
         )
     own_alpha = model._own_alpha()
     old_sx = model.sigma_x_values()
+    # below the model's bound on sigma_x (Alternator++: sqrt(1 - beta))
+    sigma_x_range = (_SIGMA_X_RANGE[0], min(_SIGMA_X_RANGE[1], 0.99 * model.sigma_x_bound))
     base = None if layer is None else [p.detach().clone() for p in layer.parameters()]
 
     def score() -> float:
@@ -185,7 +190,7 @@ def calibrate_noise(
                 r = _residual_sd(model, x, mask, num_particles, seed)
 
             def candidate(c, sz, u, r=r):
-                sx = (c * r).clamp(*_SIGMA_X_RANGE).tolist()
+                sx = (c * r).clamp(*sigma_x_range).tolist()
                 return (c, sx, sz, u * (1 - sz**2))
 
             coords = ("c",) if own_alpha else ("c", "sigma_z", "u")
@@ -227,7 +232,7 @@ def apply_noise(model: Alternator, report: dict) -> None:
     so the model equals the calibrated one."""
     if not isinstance(model, Alternator):
         raise TypeError(f"model must be an Alternator, got {type(model).__name__}")
-    layer = _last_linear(model.otn) if report.get("preserve_mean", True) else None
+    layer = model.observation_mean_layer() if report.get("preserve_mean", True) else None
     base = None if layer is None else [p.detach().clone() for p in layer.parameters()]
     _apply(
         model, layer, base, model.sigma_x_values(), report["sigma_x"], report["sigma_z"],

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from alternators_ppl.networks import output_linear
+
 __all__ = ["shrinkage_factors", "shrink_linear", "shrink_alternator"]
 
 
@@ -66,7 +68,7 @@ def shrink_alternator(model, x_val, z_val, z_centre, mask_val=None, num_samples:
     mean. Returns the gains (Dz,), or None (nothing changed) when the FTN does not end in a
     linear layer or alpha is not one constant. The global random state is left untouched.
     """
-    layer = _output_layer(model.ftn)
+    layer = output_linear(model.ftn)
     if layer is None or not model.alpha_is_constant or model.data_dependent_alpha:
         return None
     devices = [model.device] if model.device.type == "cuda" else []
@@ -81,11 +83,3 @@ def shrink_alternator(model, x_val, z_val, z_centre, mask_val=None, num_samples:
     shrink_linear(layer, gains, centre * (1 - decay) / alpha**0.5)
     return gains
 
-
-def _output_layer(net: nn.Module) -> nn.Linear | None:
-    if isinstance(net, nn.Linear):
-        return net
-    layers = getattr(net, "layers", net)
-    if isinstance(layers, nn.Sequential) and isinstance(layers[-1], nn.Linear):
-        return layers[-1]
-    return None

@@ -42,10 +42,10 @@ from collections.abc import Sequence
 
 import torch
 
-from alternators_ppl.inference.calibration import _last_linear
 from alternators_ppl.metrics import crps_empirical
 from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.models.smc import smoothing_paths
+from alternators_ppl.networks import output_linear
 from alternators_ppl.validation import as_float_tensor, check_positive_int
 
 __all__ = [
@@ -77,8 +77,8 @@ def can_calibrate_supervised(model) -> bool:
         and type(model).z_dist is Alternator.z_dist
         and not model._own_alpha()
         and model.alpha_is_constant
-        and _last_linear(model.otn) is not None
-        and _last_linear(model.ftn) is not None
+        and output_linear(model.otn) is not None
+        and output_linear(model.ftn) is not None
     )
 
 
@@ -143,7 +143,7 @@ class _Noise:
 
     def __init__(self, model: Alternator):
         self.model = model
-        self.otn, self.ftn = _last_linear(model.otn), _last_linear(model.ftn)
+        self.otn, self.ftn = output_linear(model.otn), output_linear(model.ftn)
         self.weights = [
             [p.detach().clone() for p in layer.parameters()] for layer in (self.otn, self.ftn)
         ]

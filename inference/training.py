@@ -11,7 +11,7 @@ import torch
 
 from alternators_ppl import distributed
 from alternators_ppl.errors import NonFiniteLossError
-from alternators_ppl.inference.calibration import _last_linear, calibrate_noise
+from alternators_ppl.inference.calibration import calibrate_noise, can_calibrate_noise
 from alternators_ppl.inference.loop import (
     Checkpointing,
     History,
@@ -21,7 +21,6 @@ from alternators_ppl.inference.loop import (
     gradient_chunk,
     run_epochs,
 )
-from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.seeding import seed_everything
 from alternators_ppl.validation import (
     as_float_tensor,
@@ -138,9 +137,11 @@ def fit(
     :func:`~alternators_ppl.inference.calibrate_noise` (the networks stay as Eq. 12 trained
     them) and record its report in ``history.calibration``. ``"auto"`` calibrates whenever
     x_val is given, the fit is not sequence-to-sequence (no z_train) and the model supports it
-    (the Alternator's own observation mean; an OTN without a linear output layer, e.g. a
-    convolutional decoder, cannot keep its mean fixed, so its mean moves with sigma_x and the
-    selection accounts for it); ``True`` insists (an error when it cannot);
+    (:func:`~alternators_ppl.inference.calibration.can_calibrate_noise`: the Alternator's own
+    observation mean, or a variant that says how its mean depends on sigma_x, as
+    Alternator++; without a linear observation mean layer, e.g. a convolutional decoder, the
+    mean moves with sigma_x and the selection accounts for it); ``True`` insists (an error
+    when it cannot);
     ``False`` is the paper's plain Eq. 12 with the scales fixed. With ``z_train`` and
     ``supervised="auto"``, ``"auto"`` and ``True`` select sigma_x (per dimension) and sigma_z
     on the validation span with z observed instead
@@ -274,20 +275,15 @@ def fit(
     )
     model.eval()
     if calibrate and x_val is not None and z_train is None:
-        if calibrate is True or _calibratable(model):
+        if calibrate is True or can_calibrate_noise(model):
             history.calibration = calibrate_noise(
                 model,
                 x_val,
                 mask_val,
                 seed=val_seed,
-                preserve_mean=_last_linear(model.otn) is not None,
+                preserve_mean=model.observation_mean_layer() is not None,
             )
     return history
-
-
-def _calibratable(model) -> bool:
-    """Whether ``fit(calibrate="auto")`` calibrates this model."""
-    return isinstance(model, Alternator) and type(model).x_loc is Alternator.x_loc
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from torch import nn
 from alternators_ppl.models import smc as _smc
 from alternators_ppl.models.noise_scales import NoiseScales, check_sigma_x, check_sigma_z
 from alternators_ppl.models.recurrence import linear_recurrence
-from alternators_ppl.networks import MLP
+from alternators_ppl.networks import MLP, output_linear
 from alternators_ppl.validation import (
     as_float_tensor,
     check_mask,
@@ -139,6 +139,17 @@ class Alternator(NoiseScales, PyroModule):
                 f"sequence has {num_steps} steps but the alpha schedule has {len(values)}"
             )
         return torch.tensor(values[:num_steps], dtype=self.dtype, device=self.device)
+
+    def observation_mean_layer(self) -> nn.Linear | None:
+        """The linear layer whose output enters :meth:`x_loc` times
+        :meth:`observation_mean_scale` (here the OTN's output layer; None when it has none).
+        Noise calibration rescales it so that a new sigma_x leaves x_loc unchanged."""
+        return output_linear(self.otn)
+
+    def observation_mean_scale(self, sigma_x):
+        """The factor, sqrt(1 - sigma_x^2) here, with which that layer's output enters x_loc
+        (a float or tensor sigma_x, e.g. (Dx,))."""
+        return (1 - sigma_x**2) ** 0.5
 
     def x_loc(self, z_prev: torch.Tensor) -> torch.Tensor:
         """Mean of x_t given z_{t-1}: (..., Dz) -> (..., Dx)."""

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 
 from alternators_ppl.models.alternator import Alternator
-from alternators_ppl.networks import MLP
+from alternators_ppl.networks import MLP, output_linear
 
 __all__ = ["AlternatorPlusPlus"]
 
@@ -68,6 +68,15 @@ class AlternatorPlusPlus(Alternator):
     def sigma_x_bound(self) -> float:
         """sqrt(1 - beta): sigma_x^2 < 1 - beta keeps the weight of eps_psi real."""
         return math.sqrt(1 - self.beta)
+
+    def observation_mean_layer(self) -> torch.nn.Linear | None:
+        """eps_psi's output layer: its output enters x_loc times sqrt(1 - beta - sigma_x^2)
+        (the OTN's term does not depend on sigma_x)."""
+        return output_linear(self.eps_psi)
+
+    def observation_mean_scale(self, sigma_x):
+        """sqrt(1 - beta - sigma_x^2), the weight of eps_psi in x_loc."""
+        return (1 - self.beta - sigma_x**2) ** 0.5
 
     def x_loc(self, z_prev: torch.Tensor) -> torch.Tensor:
         """sqrt(beta) f(z) + sqrt(1 - beta - sigma_x^2) eps_psi(z): (..., Dz) -> (..., Dx)."""

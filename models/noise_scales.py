@@ -1,6 +1,7 @@
 """Noise scales of the Alternator: sigma_x (a float or one per observed dimension), sigma_z (a
-float or one per latent coordinate), their permanent replacement (:meth:`NoiseScales.set_noise`) and their temporary replacement by
-tensors with gradients (:meth:`NoiseScales.hyperparameters`, for Bayesian globals).
+float or one per latent coordinate), their permanent replacement
+(:meth:`NoiseScales.set_noise`) and their temporary replacement by tensors with gradients
+(:meth:`NoiseScales.hyperparameters`, for Bayesian globals).
 
 A mixin of :class:`~alternators_ppl.models.Alternator`: it reads the model's ``obs_dim``,
 ``latent_dim``, ``alpha_values``, ``dtype`` and ``device``, and asks ``_own_alpha()`` whether a
@@ -139,8 +140,8 @@ class NoiseScales:
         alpha for good.
 
         The same checks as the constructor (0 < sigma_x < 1, sigma_z > 0, 0 < alpha,
-        alpha_t + sigma_z,d^2 < 1 for every alpha_t and coordinate d); ``None`` keeps a value. A variant that
-        computes alpha_t itself accepts only sigma_x.
+        alpha_t + sigma_z,d^2 < 1 for every alpha_t and coordinate d); ``None`` keeps a value.
+        A variant that computes alpha_t itself accepts only sigma_x.
         """
         if self._own_alpha() and (sigma_z is not None or alpha is not None):
             raise ValueError(

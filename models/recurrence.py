@@ -28,8 +28,9 @@ def linear_recurrence(
     and the block ends form the same recurrence, T / BLOCK steps long, solved recursively
     (O(T BLOCK) work in a few large operations); a per-coordinate decay gets one such solve
     per coordinate. ``method="scan"`` composes the affine maps z -> a z + b with a
-    Hillis-Steele scan (ceil(log2 T) whole-tensor steps, O(T log T) work). ``parallel=False`` is the plain loop, kept as
-    the reference. All give the same values and gradients up to rounding.
+    Hillis-Steele scan (ceil(log2 T) whole-tensor steps, O(T log T) work). ``parallel=False``
+    is the plain loop, kept as the reference. All give the same values and gradients up to
+    rounding.
     """
     steps = drive.shape[1]
     if not parallel:
