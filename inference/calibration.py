@@ -85,7 +85,7 @@ def _apply(model, layer, base_weights, old_sx, sigma_x, sigma_z, alpha) -> None:
             if layer.bias is not None:
                 layer.bias.copy_(base_weights[1] * gain)
     if model._own_alpha():
-        model.set_noise(sigma_x=sigma_x)
+        model.set_noise(sigma_x=sigma_x, sigma_z=sigma_z if model.alpha_below_cap else None)
     else:
         model.set_noise(sigma_x=sigma_x, sigma_z=sigma_z, alpha=alpha)
 
@@ -126,9 +126,11 @@ def calibrate_noise(
     ``seed``), maximised by ``sweeps`` rounds of coordinate search over ``grids`` (keys ``c``,
     ``sigma_z``, ``u``; defaults :data:`DEFAULT_GRIDS`). sigma_x = clip(c * r_d) with r_d the
     per-dimension one-step residual sd, recomputed after each sweep; alpha = u (1 - sigma_z^2).
-    A variant that computes alpha_t itself gets only sigma_x. ``preserve_mean`` keeps the OTN
-    mean fixed by rescaling its last linear layer (an error when the OTN has none; pass False
-    to let the mean shrink with sqrt(1 - sigma_x^2)). Returns a JSON-ready report: the chosen
+    A variant that computes alpha_t itself gets sigma_x, and sigma_z when its alpha_t follow
+    the cap 1 - sigma_z^2 (``alpha_below_cap``: the alpha- and learned-alpha Alternators;
+    ``alpha`` and ``u`` are then None). ``preserve_mean`` keeps the observation mean fixed by
+    rescaling the model's ``observation_mean_layer`` (an error when it has none; pass False to
+    let the mean move with sigma_x). Returns a JSON-ready report: the chosen
     ``sigma_x`` (list), ``sigma_z``, ``alpha``, ``c``, ``u``, the log-marginal per entry
     ``before`` and ``after``, ``criterion``, ``num_particles`` and ``evaluations``.
     ``max_sequences`` (default 32; None = all) scores that many evenly spaced sequences of
@@ -193,7 +195,9 @@ def calibrate_noise(
                 sx = (c * r).clamp(*sigma_x_range).tolist()
                 return (c, sx, sz, u * (1 - sz**2))
 
-            coords = ("c",) if own_alpha else ("c", "sigma_z", "u")
+            coords = ("c", "sigma_z", "u")
+            if own_alpha:  # alpha_t is the variant's; sigma_z moves it under the cap
+                coords = ("c", "sigma_z") if model.alpha_below_cap else ("c",)
             for coord in coords:
                 for value in grids[coord]:
                     cand = {"c": c, "sigma_z": sz, "u": u, coord: value}
@@ -212,7 +216,10 @@ def calibrate_noise(
         "criterion": "smc_log_marginal_per_entry",
         "sigma_x": [float(v) for v in model.sigma_x_values()],
         "sigma_z": float(model.sigma_z),
-        "alpha": float(model.alpha_values[0]) if model.alpha_is_constant else None,
+        # a variant's own alpha_t are not one stored value
+        "alpha": (
+            float(model.alpha_values[0]) if model.alpha_is_constant and not own_alpha else None
+        ),
         "c": float(c),
         "u": None if own_alpha else float(alpha / (1 - sz**2)),
         "before": before,

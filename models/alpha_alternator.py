@@ -55,6 +55,7 @@ class AlphaAlternator(Alternator):
     """
 
     data_dependent_alpha = True
+    alpha_below_cap = True
 
     def __init__(
         self,
@@ -79,8 +80,7 @@ class AlphaAlternator(Alternator):
         vendi_score(torch.zeros(1, 2, 1), order)  # validates the order
         self.alpha_window, self.order = window, float(order)
         self.lengthscale, self.mask_rate = float(lengthscale), float(mask_rate)
-        self.cap = 1 - max(self.sigma_z_values()) ** 2 - 1e-4
-        start = min(self.alpha_values[0] / self.cap, 1 - 1e-6)
+        start = min(self.alpha_values[0] / self.alpha_cap, 1 - 1e-6)
         self.w = nn.Parameter(torch.zeros(()))
         self.b = nn.Parameter(torch.tensor(math.log(start / (1 - start))))
 
@@ -90,10 +90,10 @@ class AlphaAlternator(Alternator):
         return int(torch.sign(self.w.detach()).item())
 
     def alpha_from_inputs(self, x_window: torch.Tensor) -> torch.Tensor:
-        """alpha_t = cap * sigmoid(w VS_t + b) for x_window (..., k, Dx) -> (...,)."""
+        """alpha_t = alpha_cap * sigmoid(w VS_t + b) for x_window (..., k, Dx) -> (...,)."""
         with torch.no_grad():
             score = vendi_score(x_window, self.order, self.lengthscale)
-        return self.cap * torch.sigmoid(self.w * score + self.b)
+        return self.alpha_cap * torch.sigmoid(self.w * score + self.b)
 
     def loss(self, x, mask=None, z_target=None, parallel: bool = True) -> torch.Tensor:
         """Eq. 12 with a random ``mask_rate`` of the observed steps hidden while training."""

@@ -17,10 +17,11 @@ class LearnedAlphaAlternator(Alternator):
     only :meth:`alpha_schedule` changes, and it now carries gradients. (The JAX conversion,
     ``JaxAlternator.from_torch``, reads the current learned schedule.)"""
 
+    alpha_below_cap = True
+
     def __init__(self, obs_dim: int, latent_dim: int, *args, **kwargs):
         super().__init__(obs_dim, latent_dim, *args, **kwargs)
-        self.cap = 1 - max(self.sigma_z_values()) ** 2 - 1e-4
-        start = torch.tensor(self.alpha_values, dtype=torch.float64) / self.cap
+        start = torch.tensor(self.alpha_values, dtype=torch.float64) / self.alpha_cap
         start = start.clamp(1e-6, 1 - 1e-6)
         self.alpha_logits = nn.Parameter(torch.log(start / (1 - start)).float())
 
@@ -33,7 +34,7 @@ class LearnedAlphaAlternator(Alternator):
             raise ValueError(
                 f"sequence has {num_steps} steps but the alpha schedule has {logits.numel()}"
             )
-        return self.cap * torch.sigmoid(logits[:num_steps])
+        return self.alpha_cap * torch.sigmoid(logits[:num_steps])
 
     def extra_repr(self) -> str:
         values = self.alpha_schedule(1 if self.alpha_is_constant else self.alpha_logits.numel())

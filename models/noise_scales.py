@@ -141,17 +141,21 @@ class NoiseScales:
 
         The same checks as the constructor (0 < sigma_x < 1, sigma_z > 0, 0 < alpha,
         alpha_t + sigma_z,d^2 < 1 for every alpha_t and coordinate d); ``None`` keeps a value.
-        A variant that computes alpha_t itself accepts only sigma_x.
+        A variant that computes alpha_t itself accepts no alpha, and sigma_z only when it keeps
+        alpha_t below :attr:`alpha_cap` (``alpha_below_cap``: its alpha_t then rescale with
+        the cap, so the constraint holds by construction).
         """
-        if self._own_alpha() and (sigma_z is not None or alpha is not None):
+        own = self._own_alpha()
+        if own and (alpha is not None or (sigma_z is not None and not self.alpha_below_cap)):
+            accepted = "sigma_x and sigma_z" if self.alpha_below_cap else "only sigma_x"
             raise ValueError(
-                f"{type(self).__name__} computes alpha_t itself; set_noise accepts only sigma_x"
+                f"{type(self).__name__} computes alpha_t itself; set_noise accepts {accepted}"
             )
         sx = check_sigma_x(self.sigma_x_values() if sigma_x is None else sigma_x, self.obs_dim)
         if sigma_x is None and not self.sigma_x_per_dim:
             sx = float(self.sigma_x)
         sz = self.stored_sigma_z() if sigma_z is None else check_sigma_z(sigma_z, self.latent_dim)
-        values = self.alpha_values if alpha is None else (float(alpha),)
+        values = () if own else self.alpha_values if alpha is None else (float(alpha),)
         if any(a <= 0 or a + _largest_square(sz) >= 1 for a in values):
             raise ValueError(
                 f"alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got alpha={alpha}, "
@@ -171,6 +175,15 @@ class NoiseScales:
         if self.sigma_z_per_dim and self.__dict__.get("_sigma_z_value") is None:
             sz2 = sz2.mean()
         return 2 * sx2 * sz2
+
+    #: True for a variant whose own alpha_t are alpha_cap * sigmoid(...) (they follow sigma_z)
+    alpha_below_cap = False
+
+    @property
+    def alpha_cap(self) -> float:
+        """1 - max_d sigma_z,d^2 - 1e-4: the bound under which a variant that computes alpha_t
+        itself keeps it, so that alpha_t + sigma_z,d^2 < 1."""
+        return 1 - max(self.sigma_z_values()) ** 2 - 1e-4
 
     def latent_decay(self, alpha: torch.Tensor) -> torch.Tensor:
         """sqrt(1 - alpha_t - sigma_z^2), the latent step's memory: (T,) for a schedule alpha

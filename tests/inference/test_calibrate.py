@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from alternators_ppl.inference import calibrate_noise, fit
+from alternators_ppl.inference.calibration import DEFAULT_GRIDS
+from alternators_ppl.models.alpha_alternator import AlphaAlternator
 from alternators_ppl.models.alternator import Alternator
 from alternators_ppl.models.alternator_pp import AlternatorPlusPlus
+from alternators_ppl.models.learned_alpha import LearnedAlphaAlternator
 
 
 def _model(sigma_x=0.3, sigma_z=0.1, alpha=0.3, seed=0, obs_dim=3, latent_dim=2):
@@ -249,3 +252,39 @@ def test_alternator_model_records_what_it_chose():
     plain = build_model("alternator", 2, epochs=2, calibrate=False, patience=None)
     history = plain.fit(x[:7], x[7:], seed=0)
     assert history["chosen"]["calibration"] is None and plain.model.sigma_x == 0.3
+
+
+@pytest.mark.parametrize("variant", ["learned-alpha", "alpha-alternator"])
+def test_variants_with_their_own_alpha_get_sigma_z_under_the_cap(variant):
+    """Their alpha_t = (1 - sigma_z^2 - 1e-4) sigmoid(...): a new sigma_z rescales every alpha_t
+    with the cap, so alpha_t + sigma_z^2 < 1 holds; calibration then searches sigma_z too."""
+    torch.manual_seed(0)
+    cls = LearnedAlphaAlternator if variant == "learned-alpha" else AlphaAlternator
+    kwargs = {"window": 4} if variant == "alpha-alternator" else {}
+    model = cls(2, 2, sigma_z=0.1, alpha=0.5, hidden=(8,), **kwargs).double()
+    x = torch.randn(6, 16, 2, dtype=torch.float64)
+    alpha = model._alpha_for(x)
+    model.set_noise(sigma_z=0.6)
+    scaled = model._alpha_for(x)
+    torch.testing.assert_close(scaled, alpha * (1 - 0.36 - 1e-4) / (1 - 0.01 - 1e-4))
+    assert float(scaled.detach().max()) + 0.36 < 1
+    with pytest.raises(ValueError, match="computes alpha_t itself"):
+        model.set_noise(alpha=0.2)
+    model.set_noise(sigma_z=0.1)
+    report = calibrate_noise(model, x, num_particles=32, sweeps=1)
+    assert report["after"] >= report["before"] and report["alpha"] is None
+    assert report["evaluations"] == len(DEFAULT_GRIDS["c"]) + len(DEFAULT_GRIDS["sigma_z"])
+    assert model.sigma_z == report["sigma_z"]
+
+
+def test_a_variant_with_a_fixed_schedule_of_its_own_keeps_sigma_z():
+    class Fixed(Alternator):  # computes alpha_t itself, not under the cap
+        def alpha_schedule(self, num_steps):
+            return torch.full((num_steps,), 0.9, dtype=self.dtype)
+
+    model = Fixed(2, 2, hidden=(8,)).double()
+    with pytest.raises(ValueError, match="only sigma_x"):
+        model.set_noise(sigma_z=0.5)
+    report = calibrate_noise(model, torch.randn(4, 12, 2, dtype=torch.float64), num_particles=16,
+                             sweeps=1)  # fmt: skip
+    assert report["evaluations"] == len(DEFAULT_GRIDS["c"]) and model.sigma_z == 0.1
