@@ -6,6 +6,9 @@
 * :func:`ostia_series`: the OSTIA monthly sea-surface temperature field shipped by
   ``iris-sample-data`` (``sample_data/ostia_monthly.nc``): 54 months (Apr 2006 to Sep 2010) x 18
   latitudes x 432 longitudes of the equatorial band, in kelvin; land (fill 1e20) is missing.
+* :func:`sunspots_series`: yearly mean sunspot numbers 1700-2008 (309 years), and
+  :func:`co2_series`: weekly Mauna Loa CO2 (ppm) from March 1958 to December 2001 (2,284
+  weeks, 59 missing), both from the datasets that ship with ``statsmodels``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ import numpy as np
 
 from alternators_ppl.data.readers import Series, read_netcdf
 
-__all__ = ["NINO_REGIONS", "nino_path", "nino_series", "ostia_path", "ostia_series", "ocean_tiles"]
+__all__ = [
+    "NINO_REGIONS",
+    "co2_series",
+    "nino_path",
+    "nino_series",
+    "ocean_tiles",
+    "ostia_path",
+    "ostia_series",
+    "sunspots_series",
+]
 
 #: region names in the order of the npz columns
 NINO_REGIONS = ("nino12", "nino3", "nino4", "nino34")
@@ -84,3 +96,28 @@ def ocean_tiles(size: int = 18, min_ocean: float = 0.95) -> list[int]:
     land = land.reshape(full.grid.shape)
     starts = range(0, full.grid.shape[1] - size + 1, size)
     return [s for s in starts if 1.0 - land[:, s : s + size].mean() >= min_ocean]
+
+
+def _statsmodels_datasets():
+    if importlib.util.find_spec("statsmodels") is None:
+        raise ImportError(f"the sunspot and CO2 series need statsmodels: {_EXTRA}")
+    import statsmodels.api as sm
+
+    return sm.datasets
+
+
+def sunspots_series() -> Series:
+    """Yearly mean sunspot numbers, 1700-2008, as a :class:`Series` (1, 309, 1)."""
+    frame = _statsmodels_datasets().sunspots.load_pandas().data
+    time = np.array([f"{int(y)}-01-01" for y in frame["YEAR"]], dtype="datetime64[ns]")
+    values = frame["SUNACTIVITY"].to_numpy(np.float64)[None, :, None]
+    return Series(values, time, ("sunactivity",), freq="YS", source="sunspots (statsmodels)")
+
+
+def co2_series() -> Series:
+    """Weekly atmospheric CO2 at Mauna Loa (ppm), 29 Mar 1958 to 29 Dec 2001, as a
+    :class:`Series` (1, 2284, 1); the 59 weeks without a value are NaN (missing)."""
+    frame = _statsmodels_datasets().co2.load_pandas().data
+    time = frame.index.to_numpy(dtype="datetime64[ns]")
+    values = frame["co2"].to_numpy(np.float64)[None, :, None]
+    return Series(values, time, ("co2",), freq="W-SAT", source="Mauna Loa CO2 (statsmodels)")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alternators_ppl.data import real
 from alternators_ppl.data.covariates import with_covariates
 from alternators_ppl.data.readers import NETCDF_SUFFIXES, read_series
 from alternators_ppl.data.splits import SplitSeries, split_series
@@ -63,17 +64,24 @@ __all__ = [
 ]
 
 
-def _nino():
-    from alternators_ppl.data.real import nino_series
+def _one_line_errors(load):
+    """``load`` whose ImportError (the ``[data]`` extra missing) is a one-line ValueError."""
 
-    try:
-        return nino_series("anomaly")
-    except ImportError as error:  # the [data] extra is missing: a one-line CLI error
-        raise ValueError(str(error)) from None
+    def loaded():
+        try:
+            return load()
+        except ImportError as error:
+            raise ValueError(str(error)) from None
+
+    return loaded
 
 
 #: real series that ship with the ``[data]`` extra, by CLI name
-BUILTIN_SERIES = {"nino": _nino}
+BUILTIN_SERIES = {
+    "nino": _one_line_errors(lambda: real.nino_series("anomaly")),
+    "sunspots": _one_line_errors(real.sunspots_series),
+    "co2": _one_line_errors(real.co2_series),
+}
 
 
 @dataclass(frozen=True)

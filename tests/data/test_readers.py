@@ -292,6 +292,33 @@ def test_nino_indices():
         nino_series("raw")
 
 
+def test_sunspots_and_co2_from_statsmodels():
+    """Checked against the raw files statsmodels ships (read here with the csv module, not
+    through statsmodels or the code under test)."""
+    pytest.importorskip("statsmodels", reason="the series need statsmodels (the [data] extra)")
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    from alternators_ppl.data.real import co2_series, sunspots_series
+
+    root = Path(importlib.util.find_spec("statsmodels").submodule_search_locations[0])
+    with open(root / "datasets" / "sunspots" / "sunspots.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    sun = sunspots_series()
+    assert sun.values.shape == (1, 309, 1) and sun.freq == "YS" and len(rows) == 309
+    np.testing.assert_allclose(sun.values[0, :, 0], [float(r["SUNACTIVITY"]) for r in rows])
+    assert sun.time[0] == np.datetime64("1700-01-01")
+    assert sun.time[-1] == np.datetime64("2008-01-01")
+    co2 = co2_series()
+    assert co2.values.shape == (1, 2284, 1) and co2.freq == "W-SAT"
+    assert int(np.isnan(co2.values).sum()) == 59
+    assert co2.values[0, 0, 0] == 316.1 and co2.values[0, -1, 0] == 371.5
+    assert co2.time[0] == np.datetime64("1958-03-29")
+    assert co2.time[-1] == np.datetime64("2001-12-29")
+    assert co2.future_times(1)[0] == np.datetime64("2002-01-05")  # the next Saturday
+
+
 def test_ostia_field_against_h5py():
     pytest.importorskip("iris_sample_data", reason="OSTIA needs iris-sample-data ([data] extra)")
     h5py = pytest.importorskip("h5py")

@@ -416,3 +416,13 @@ def test_masked_scores_equal_plain_metrics_on_the_observed_entries():
     assert imp["crps"] == pytest.approx(
         metrics.crps_empirical(draws[:, 0, 2], x[0, 2], over=(0,)).item(), rel=1e-12
     )
+
+
+@pytest.mark.parametrize("name, last", [("sunspots", "2008-01-01"), ("co2", "2001-12-29")])
+def test_statsmodels_builtins_quick(tmp_path, capsys, name, last):
+    pytest.importorskip("statsmodels", reason="the series need statsmodels (the [data] extra)")
+    argv = ["compare", name, "--models", "persistence", "--runs-dir", str(tmp_path),
+            "--name", name, "--quick", "--context", "20", "--horizon", "5"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / name / "comparison.json").read_text())
+    assert results["spans"]["test"]["last"].startswith(last)
