@@ -236,3 +236,34 @@ def test_calibrate_supervised_on_cuda():
     assert model.sigma_x.device.type == "cuda" and model.sigma_z.device.type == "cuda"
     assert report["alpha"] + max(report["sigma_z"]) ** 2 < 1
     assert model.infer_latents(x, num_samples=4, method="smc").device.type == "cuda"
+
+
+def test_latent_search_picks_a_multiplier_per_coordinate(monkeypatch):
+    """With a stand-in posterior whose coordinate d has error sd e_d around z_val and spread
+    sigma_z,d (so its Dawid-Sebastiani score is least at sigma_z,d = e_d), the search returns
+    c_z,d = e_d / MLE_d for each coordinate: here 0.5 and 2, which no single c_z can give."""
+    from alternators_ppl.inference import supervised_calibration as module
+    from alternators_ppl.models.smc import SmoothingPaths
+
+    truth = _truth()
+    x, z = _simulate(truth, 12, 30, seed=9)
+    z_val = z[:, 1:]
+    model = _with_noise(truth, 0.3, 0.1)
+    mle = torch.tensor(supervised_noise_mle(model, x, z_val)["sigma_z"], dtype=torch.float64)
+    target = mle * torch.tensor([0.5, 2.0], dtype=torch.float64)
+    sign = torch.where(torch.arange(30) % 2 == 0, 1.0, -1.0).double()  # error of rms 1 per step
+
+    def stand_in(m, x, mask, num_samples, num_particles, seed):
+        spread = torch.tensor(m.sigma_z_values(), dtype=torch.float64)
+        noise = torch.randn(num_samples, *z_val.shape, generator=torch.Generator().manual_seed(0),
+                            dtype=torch.float64)  # fmt: skip
+        noise = (noise - noise.mean(0)) / noise.std(0)  # exactly mean 0, sd 1 per entry
+        mean = z_val + sign[:, None] * target
+        draws = mean + spread * noise
+        z_full = torch.cat([draws[:, :, :1], draws], dim=2)
+        return SmoothingPaths(z=z_full, x=None)
+
+    monkeypatch.setattr(module, "smoothing_paths", stand_in)
+    report = calibrate_supervised(model, x, z_val, grids={"c_x": (1.0,)}, max_sequences=None)
+    assert report["c_z"] == [0.5, 2.0], report["c_z"]
+    assert report["evaluations"] == 1 + 7 + 1  # c_x, every c_z, the per-coordinate choice
