@@ -58,78 +58,80 @@ def _largest_square(values: float | tuple[float, ...]) -> float:
     return max(values) ** 2 if isinstance(values, tuple) else values**2
 
 
+class _StoredScale:
+    """A noise scale of the model: a float, or per dimension a (D,) tensor held as the buffer
+    ``<name>_vector`` (so it follows ``.to()`` and the state dict); a tensor value inside
+    :meth:`NoiseScales.hyperparameters`. Its raw value lives in ``__dict__["_<name>_value"]``
+    (None: the buffer)."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.key, self.buffer = f"_{name}_value", f"{name}_vector"
+
+    def __get__(self, model, owner=None):
+        if model is None:
+            return self
+        value = model.__dict__.get(self.key)
+        return model._buffers[self.buffer] if value is None else value
+
+    def __set__(self, model, value) -> None:
+        model.__dict__[self.key] = value
+
+    def per_dim(self, model) -> bool:
+        return self.buffer in model._buffers
+
+    def store(self, model, values: tuple[float, ...] | float) -> None:
+        """Store checked values: a float, or a tuple of D floats (as the buffer)."""
+        if isinstance(values, float):
+            model._buffers.pop(self.buffer, None)
+            model.__dict__[self.key] = values
+            return
+        vector = torch.tensor(values, dtype=model.dtype, device=model.device)
+        model.__dict__[self.key] = None
+        if self.per_dim(model):
+            model._buffers[self.buffer] = vector
+        else:
+            model.register_buffer(self.buffer, vector)
+
+    def values(self, model, dim: int) -> list[float]:
+        """D floats (a scalar repeated)."""
+        if self.per_dim(model):
+            return [float(v) for v in model._buffers[self.buffer].tolist()]
+        return [float(self.__get__(model))] * dim
+
+
 class NoiseScales:
     """sigma_x / sigma_z storage and overrides shared by every Alternator."""
 
-    @property
-    def sigma_x(self):
-        """Observation noise: a float, or a (Dx,) tensor (the buffer ``sigma_x_vector``) when it
-        is set per dimension; a tensor value inside :meth:`hyperparameters`."""
-        value = self.__dict__.get("_sigma_x_value")
-        return self._buffers["sigma_x_vector"] if value is None else value
-
-    @sigma_x.setter
-    def sigma_x(self, value) -> None:
-        self.__dict__["_sigma_x_value"] = value
+    #: observation noise: a float or (Dx,) (buffer ``sigma_x_vector``)
+    sigma_x = _StoredScale()
+    #: latent noise: a float or (Dz,) (buffer ``sigma_z_vector``)
+    sigma_z = _StoredScale()
 
     @property
     def sigma_x_per_dim(self) -> bool:
         """Whether sigma_x is stored per observed dimension."""
-        return "sigma_x_vector" in self._buffers
-
-    def _set_sigma_x(self, values: tuple[float, ...] | float) -> None:
-        """Store a checked sigma_x: a float, or a tuple of Dx floats (as a buffer)."""
-        if isinstance(values, float):
-            self._buffers.pop("sigma_x_vector", None)
-            self.__dict__["_sigma_x_value"] = values
-            return
-        vector = torch.tensor(values, dtype=self.dtype, device=self.device)
-        self.__dict__["_sigma_x_value"] = None
-        if self.sigma_x_per_dim:
-            self._buffers["sigma_x_vector"] = vector
-        else:
-            self.register_buffer("sigma_x_vector", vector)
-
-    def sigma_x_values(self) -> list[float]:
-        """sigma_x as Dx floats (a scalar sigma_x repeated)."""
-        if self.sigma_x_per_dim:
-            return [float(v) for v in self._buffers["sigma_x_vector"].tolist()]
-        return [float(self.sigma_x)] * self.obs_dim
-
-    @property
-    def sigma_z(self):
-        """Latent noise: a float, or a (Dz,) tensor (the buffer ``sigma_z_vector``) when it is
-        set per latent coordinate; a tensor value inside :meth:`hyperparameters`."""
-        value = self.__dict__.get("_sigma_z_value")
-        return self._buffers["sigma_z_vector"] if value is None else value
-
-    @sigma_z.setter
-    def sigma_z(self, value) -> None:
-        self.__dict__["_sigma_z_value"] = value
+        return NoiseScales.sigma_x.per_dim(self)
 
     @property
     def sigma_z_per_dim(self) -> bool:
         """Whether sigma_z is stored per latent coordinate."""
-        return "sigma_z_vector" in self._buffers
+        return NoiseScales.sigma_z.per_dim(self)
+
+    def _set_sigma_x(self, values: tuple[float, ...] | float) -> None:
+        """Store a checked sigma_x: a float, or a tuple of Dx floats (as a buffer)."""
+        NoiseScales.sigma_x.store(self, values)
 
     def _set_sigma_z(self, values: tuple[float, ...] | float) -> None:
         """Store a checked sigma_z: a float, or a tuple of Dz floats (as a buffer)."""
-        if isinstance(values, float):
-            self._buffers.pop("sigma_z_vector", None)
-            self.__dict__["_sigma_z_value"] = values
-            return
-        vector = torch.tensor(values, dtype=self.dtype, device=self.device)
-        self.__dict__["_sigma_z_value"] = None
-        if self.sigma_z_per_dim:
-            self._buffers["sigma_z_vector"] = vector
-        else:
-            self.register_buffer("sigma_z_vector", vector)
+        NoiseScales.sigma_z.store(self, values)
+
+    def sigma_x_values(self) -> list[float]:
+        """sigma_x as Dx floats (a scalar sigma_x repeated)."""
+        return NoiseScales.sigma_x.values(self, self.obs_dim)
 
     def sigma_z_values(self) -> list[float]:
         """sigma_z as Dz floats (a scalar sigma_z repeated)."""
-        if self.sigma_z_per_dim:
-            return [float(v) for v in self._buffers["sigma_z_vector"].tolist()]
-        return [float(self.sigma_z)] * self.latent_dim
+        return NoiseScales.sigma_z.values(self, self.latent_dim)
 
     def stored_sigma_z(self) -> float | tuple[float, ...]:
         """The stored sigma_z as :func:`check_sigma_z` returns it (float or tuple)."""
