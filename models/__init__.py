@@ -5,6 +5,7 @@ demand, so that importing this package does not load JAX).
 """
 
 from alternators_ppl.models.alternator import FTN_INPUTS, Alternator
+from alternators_ppl.models.differenced import Differenced
 from alternators_ppl.models.dmm import DeepMarkovModel
 from alternators_ppl.models.hyperprior import HyperpriorAlternator
 from alternators_ppl.models.interface import SequenceModel
@@ -22,4 +23,5 @@ __all__ = [
     "DeepMarkovModel",
     "Persistence",
     "Climatology",
+    "Differenced",
 ]

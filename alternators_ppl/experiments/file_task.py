@@ -42,6 +42,7 @@ from alternators_ppl.experiments.compare import (
     score_models,
 )
 from alternators_ppl.experiments.registry import MODEL_NAMES
+from alternators_ppl.models.differenced import Differenced
 from alternators_ppl.runs import (
     library_versions,
     publish_run_folder,
@@ -60,6 +61,7 @@ __all__ = [
     "add_series_arguments",
     "series_options",
     "compare_file_command",
+    "check_difference",
     "reject_series_options",
 ]
 
@@ -92,7 +94,9 @@ class FileCompareConfig:
     70/15/15 ``fractions``; ``stride`` spaces training windows, ``eval_stride`` test origins.
     ``covariates`` names known inputs (file columns or calendar features such as ``month``;
     :mod:`alternators_ppl.data.covariates`): they join x, are given over the horizon, and
-    only the targets are scored.
+    only the targets are scored. ``difference`` trains every model on the increments of the
+    series and scores its forecasts and imputations in levels
+    (:class:`~alternators_ppl.models.differenced.Differenced`), for series with a trend.
     """
 
     path: str
@@ -116,8 +120,10 @@ class FileCompareConfig:
     num_samples: int = 200
     missing_fraction: float = 0.3
     covariates: tuple[str, ...] | None = None
+    difference: bool = False
 
     def __post_init__(self):
+        check_difference(self)
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         if unknown or not self.models:
             raise ValueError(f"models must be a non-empty subset of {MODEL_NAMES}, got {unknown}")
@@ -185,7 +191,18 @@ def _forecast(model, past, future, cfg, n_targets: int):
     return draws, future[..., :n_targets]
 
 
+def check_difference(cfg) -> None:
+    """``difference`` is a bool, and not combined with covariates (their increments are not
+    known inputs)."""
+    if not isinstance(cfg.difference, bool):
+        raise ValueError(f"difference must be True or False, got {cfg.difference!r}")
+    if cfg.difference and cfg.covariates:
+        raise ValueError("difference cannot be combined with covariates")
+
+
 def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, device):
+    if cfg.difference:
+        model = Differenced(model)
     past, future, _ = split.test_problems(cfg.eval_stride)
     n_t = cov.target_count(split.series.columns, getattr(cfg, "covariates", None))
     past_t = torch.as_tensor(past, device=device)
@@ -451,6 +468,12 @@ def add_series_arguments(
         help="known inputs C,D: file columns and/or calendar features (month, weekday, hour), "
         "given over the horizon and not scored",
     )
+    parser.add_argument(
+        "--difference",
+        action="store_true",
+        default=None,
+        help="train on the increments x_t - x_(t-1) and forecast levels (series with a trend)",
+    )
     if split_at:
         parser.add_argument(
             "--split-at",
@@ -471,6 +494,7 @@ def series_options(
         "horizon",
         "stride",
         "covariates",
+        "difference",
     ),
 ) -> dict:
     """The series options the user gave (None ones left to the config's defaults)."""

@@ -32,8 +32,14 @@ from alternators_ppl.data.readers import Series
 from alternators_ppl.data.scaling import Standardizer
 from alternators_ppl.data.splits import make_windows
 from alternators_ppl.experiments import covariates as cov
-from alternators_ppl.experiments.file_task import BUILTIN_SERIES, load_series, series_options
+from alternators_ppl.experiments.file_task import (
+    BUILTIN_SERIES,
+    check_difference,
+    load_series,
+    series_options,
+)
 from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
+from alternators_ppl.models.differenced import Differenced
 from alternators_ppl.runs import (
     atomic_write,
     publish_run_folder,
@@ -74,8 +80,10 @@ class ForecastConfig:
     num_samples: int = 500
     quantiles: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
     covariates: tuple[str, ...] | None = None
+    difference: bool = False
 
     def __post_init__(self):
+        check_difference(self)
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -251,6 +259,8 @@ def run_forecast(
         if cfg.model == "kalman":
             options = {"em_iters": max(cfg.epochs // 2, 1)}
         model = build_model(cfg.model, x.shape[-1], device=device, **options)
+        if cfg.difference:
+            model = Differenced(model)
         tic = time.perf_counter()
         history = model.fit(x_train, x_val, seed=cfg.seed, budget_s=cfg.budget_s)
         train_s = time.perf_counter() - tic

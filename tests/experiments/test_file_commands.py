@@ -426,3 +426,21 @@ def test_statsmodels_builtins_quick(tmp_path, capsys, name, last):
     assert main(argv) == 0, capsys.readouterr().err
     results = json.loads((tmp_path / name / "comparison.json").read_text())
     assert results["spans"]["test"]["last"].startswith(last)
+
+
+def test_difference_option_scores_levels_and_refuses_covariates(tmp_path, capsys):
+    pytest.importorskip("statsmodels", reason="the co2 series needs statsmodels (the [data] extra)")
+    argv = ["compare", "co2", "--models", "climatology", "--runs-dir", str(tmp_path),
+            "--quick", "--context", "20", "--horizon", "5"]  # fmt: skip
+    assert main([*argv, "--name", "levels"]) == 0, capsys.readouterr().err
+    assert main([*argv, "--name", "diff", "--difference"]) == 0, capsys.readouterr().err
+    crps = {}
+    for name in ("levels", "diff"):
+        results = json.loads((tmp_path / name / "comparison.json").read_text())
+        crps[name] = sum(results["summary"]["climatology"]["crps"]["mean"])
+        assert results["config"]["difference"] == (name == "diff")
+    # the test span lies above the training range: the climatology of the levels misses it,
+    # the climatology of the increments (a random walk with drift from the last level) not
+    assert crps["diff"] < 0.2 * crps["levels"], crps
+    assert main([*argv, "--name", "bad", "--difference", "--covariates", "month"]) == 2
+    assert "difference cannot be combined with covariates" in capsys.readouterr().err
