@@ -43,6 +43,7 @@ from alternators_ppl.experiments.compare import (
 )
 from alternators_ppl.experiments.registry import MODEL_NAMES
 from alternators_ppl.models.differenced import Differenced
+from alternators_ppl.models.naive import Climatology
 from alternators_ppl.runs import (
     library_versions,
     publish_run_folder,
@@ -62,6 +63,7 @@ __all__ = [
     "series_options",
     "compare_file_command",
     "check_difference",
+    "resolve_difference",
     "reject_series_options",
 ]
 
@@ -94,8 +96,9 @@ class FileCompareConfig:
     70/15/15 ``fractions``; ``stride`` spaces training windows, ``eval_stride`` test origins.
     ``covariates`` names known inputs (file columns or calendar features such as ``month``;
     :mod:`alternators_ppl.data.covariates`): they join x, are given over the horizon, and
-    only the targets are scored. ``difference`` trains every model on the increments of the
-    series and scores its forecasts and imputations in levels
+    only the targets are scored. ``difference`` (True, False or ``"auto"``, the default:
+    :func:`resolve_difference`) trains every model on the increments of the series and scores
+    its forecasts and imputations in levels
     (:class:`~alternators_ppl.models.differenced.Differenced`), for series with a trend.
     """
 
@@ -120,7 +123,7 @@ class FileCompareConfig:
     num_samples: int = 200
     missing_fraction: float = 0.3
     covariates: tuple[str, ...] | None = None
-    difference: bool = False
+    difference: bool | str = "auto"
 
     def __post_init__(self):
         check_difference(self)
@@ -192,16 +195,43 @@ def _forecast(model, past, future, cfg, n_targets: int):
 
 
 def check_difference(cfg) -> None:
-    """``difference`` is a bool, and not combined with covariates (their increments are not
-    known inputs)."""
-    if not isinstance(cfg.difference, bool):
-        raise ValueError(f"difference must be True or False, got {cfg.difference!r}")
-    if cfg.difference and cfg.covariates:
+    """``difference`` is True, False or "auto", and True is not combined with covariates
+    (their increments are not known inputs)."""
+    if not (cfg.difference is True or cfg.difference is False or cfg.difference == "auto"):
+        raise ValueError(f"difference must be True, False or 'auto', got {cfg.difference!r}")
+    if cfg.difference is True and cfg.covariates:
         raise ValueError("difference cannot be combined with covariates")
 
 
+def resolve_difference(cfg, x_train, x_val, draws: int = 100) -> dict:
+    """Whether the models see the increments: ``cfg.difference`` when True or False (False
+    with covariates); for ``"auto"`` the lower validation CRPS of two climatologies fitted on
+    x_train (B, T, D): one of the levels, one of the increments summed from the last level of
+    the context (a random walk with drift), each forecasting the last ``cfg.horizon`` steps
+    of the validation windows x_val (B, cfg.context + cfg.horizon, D) from the steps before
+    (``draws`` draws, seed 0). Needs no training; the increments win on a series with a trend.
+    Returns {"mode", "difference", "validation_crps" ({"levels", "increments"} or None)}."""
+    mode = cfg.difference
+    if mode != "auto" or cfg.covariates or x_val is None:
+        return {"mode": mode, "difference": mode is True, "validation_crps": None}
+    x_train, x_val = torch.as_tensor(x_train), torch.as_tensor(x_val)
+    context, future = x_val[:, : cfg.context], x_val[:, cfg.context :]
+    crps = {}
+    for name, model in (("levels", Climatology()), ("increments", Differenced(Climatology()))):
+        model.fit(x_train)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            sample = model.forecast(context, future.shape[1], draws)
+        crps[name] = float(np.mean(score_masked_forecast(sample.to(future), future)["crps"]))
+    return {
+        "mode": mode,
+        "difference": crps["increments"] < crps["levels"],
+        "validation_crps": crps,
+    }
+
+
 def _evaluate(model, split: SplitSeries, cfg: FileCompareConfig, seed: int, device):
-    if cfg.difference:
+    if cfg.difference is True:
         model = Differenced(model)
     past, future, _ = split.test_problems(cfg.eval_stride)
     n_t = cov.target_count(split.series.columns, getattr(cfg, "covariates", None))
@@ -288,6 +318,8 @@ def run_file_comparison(
     and seed the metrics with the epochs, optimiser steps and seconds of training."""
     device = resolve_device(cfg.device)
     split = load_split(cfg)
+    difference = resolve_difference(cfg, split.x_train, split.x_val)
+    chosen = replace(cfg, difference=difference["difference"])
     label = Path(cfg.path).stem if cfg.path not in BUILTIN_SERIES else cfg.path
     name = name or time.strftime(f"compare-{label}-%Y%m%d-%H%M%S")
     final, run = stage_run_folder(runs_dir, name, overwrite)
@@ -301,7 +333,7 @@ def run_file_comparison(
         for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             outcome = score_models(
                 cfg.models, split, seed, device,
-                lambda m, data, s, d: _evaluate(m, data, cfg, s, d),
+                lambda m, data, s, d: _evaluate(m, data, chosen, s, d),
                 lambda model_name: _model_options(model_name, cfg),
             )  # fmt: skip
             for model_name, (result, extra) in outcome.items():
@@ -330,6 +362,7 @@ def run_file_comparison(
             "covariates": list(split.series.columns[n_t:]),
             "scaler": split.scaler.to_dict(),
             "spans": _spans(split),
+            "difference": difference,
             "test_problems": len(past),
             "first_origin": _time_text(split.series, int(origins[0])),
             "observed_per_horizon": observed,
@@ -385,6 +418,12 @@ def format_file_comparison(results: dict) -> str:
             f" Covariates (given over the horizon, read one step ahead, not scored): "
             f"{', '.join(results['covariates'])}."
             if results.get("covariates")
+            else ""
+        )
+        + (
+            " Models trained on the increments, scored in levels (difference: "
+            f"{results['difference']['mode']})."
+            if results.get("difference", {}).get("difference")
             else ""
         ),
         "",
@@ -470,9 +509,10 @@ def add_series_arguments(
     )
     parser.add_argument(
         "--difference",
-        action="store_true",
-        default=None,
-        help="train on the increments x_t - x_(t-1) and forecast levels (series with a trend)",
+        choices=("auto", "on", "off"),
+        help="train on the increments x_t - x_(t-1) and forecast levels: on, off, or auto "
+        "(default: whichever climatology, of levels or increments, forecasts the validation "
+        "windows better; a series with a trend gets increments)",
     )
     if split_at:
         parser.add_argument(
@@ -498,7 +538,10 @@ def series_options(
     ),
 ) -> dict:
     """The series options the user gave (None ones left to the config's defaults)."""
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if "difference" in given:
+        given["difference"] = {"on": True, "off": False}.get(given["difference"], "auto")
+    return given
 
 
 def reject_series_options(args) -> None:

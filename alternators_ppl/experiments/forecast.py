@@ -36,6 +36,7 @@ from alternators_ppl.experiments.file_task import (
     BUILTIN_SERIES,
     check_difference,
     load_series,
+    resolve_difference,
     series_options,
 )
 from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
@@ -80,7 +81,7 @@ class ForecastConfig:
     num_samples: int = 500
     quantiles: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
     covariates: tuple[str, ...] | None = None
-    difference: bool = False
+    difference: bool | str = "auto"
 
     def __post_init__(self):
         check_difference(self)
@@ -259,7 +260,8 @@ def run_forecast(
         if cfg.model == "kalman":
             options = {"em_iters": max(cfg.epochs // 2, 1)}
         model = build_model(cfg.model, x.shape[-1], device=device, **options)
-        if cfg.difference:
+        difference = resolve_difference(cfg, x_train, x_val)
+        if difference["difference"]:
             model = Differenced(model)
         tic = time.perf_counter()
         history = model.fit(x_train, x_val, seed=cfg.seed, budget_s=cfg.budget_s)
@@ -288,6 +290,7 @@ def run_forecast(
             "source": series.source,
             "columns": list(series.columns),
             "covariates": list(full.columns[n_targets:]) if cfg.covariates else [],
+            "difference": difference,
             "steps": int(series.values.shape[1]),
             "train_steps": val_start,
             "last_time": _stamp(series.time[-1]),

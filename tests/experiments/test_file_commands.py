@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from alternators_ppl.cli import main
 
@@ -81,6 +83,8 @@ def test_compare_on_csv_with_dates_and_gaps(tmp_path, capsys):
             str(runs),
             "--name",
             "c",
+            "--difference",  # the persistence oracle below is in levels
+            "off",
             *TINY,
         ]
     )
@@ -300,6 +304,8 @@ def test_forecast_npy_batches_and_numeric_time(tmp_path, capsys):
             str(runs),
             "--name",
             "f",
+            "--difference",  # a random walk: "auto" would model its increments
+            "off",
             *TINY,
         ]
     )
@@ -432,15 +438,31 @@ def test_difference_option_scores_levels_and_refuses_covariates(tmp_path, capsys
     pytest.importorskip("statsmodels", reason="the co2 series needs statsmodels (the [data] extra)")
     argv = ["compare", "co2", "--models", "climatology", "--runs-dir", str(tmp_path),
             "--quick", "--context", "20", "--horizon", "5"]  # fmt: skip
-    assert main([*argv, "--name", "levels"]) == 0, capsys.readouterr().err
-    assert main([*argv, "--name", "diff", "--difference"]) == 0, capsys.readouterr().err
     crps = {}
-    for name in ("levels", "diff"):
+    for name in ("off", "on", "auto"):
+        assert main([*argv, "--name", name, "--difference", name]) == 0, capsys.readouterr().err
         results = json.loads((tmp_path / name / "comparison.json").read_text())
         crps[name] = sum(results["summary"]["climatology"]["crps"]["mean"])
-        assert results["config"]["difference"] == (name == "diff")
+        assert results["difference"]["difference"] == (name != "off")
     # the test span lies above the training range: the climatology of the levels misses it,
-    # the climatology of the increments (a random walk with drift from the last level) not
-    assert crps["diff"] < 0.2 * crps["levels"], crps
-    assert main([*argv, "--name", "bad", "--difference", "--covariates", "month"]) == 2
+    # the climatology of the increments (a random walk with drift from the last level) not;
+    # "auto" sees the same on the validation windows and takes the increments
+    assert crps["on"] == crps["auto"] < 0.2 * crps["off"], crps
+    validation = results["difference"]["validation_crps"]
+    assert validation["increments"] < validation["levels"]
+    assert main([*argv, "--name", "bad", "--difference", "on", "--covariates", "month"]) == 2
     assert "difference cannot be combined with covariates" in capsys.readouterr().err
+
+
+def test_auto_difference_keeps_the_levels_of_a_stationary_series():
+    from alternators_ppl.experiments.file_task import FileCompareConfig, resolve_difference
+
+    torch.manual_seed(0)
+    x = torch.zeros(1, 400, 1)
+    for t in range(1, 400):  # AR(1) around 0: no trend
+        x[0, t] = 0.5 * x[0, t - 1] + torch.randn(1)
+    windows = x.unfold(1, 17, 1)[0].permute(0, 2, 1)  # (384, 17, 1)
+    cfg = FileCompareConfig("unused.csv", context=12, horizon=5)
+    chosen = resolve_difference(cfg, windows[:300], windows[320:])
+    assert chosen["difference"] is False, chosen
+    assert resolve_difference(replace(cfg, difference=True), windows[:300], None)["difference"]
