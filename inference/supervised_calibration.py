@@ -63,7 +63,7 @@ SUPERVISED_CRITERIA = ("latent_crps", "latent_dss", "joint_mle")
 #: multipliers of the joint-MLE sigma_x (c_x) and sigma_z (c_z) tried by "latent_crps"
 DEFAULT_SCALE_GRIDS = {
     "c_x": (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
-    "c_z": (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0),
+    "c_z": (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0),
 }
 _SIGMA_X_RANGE = (1e-3, 0.99)
 _MAX_SIGMA_Z_SHARE = 0.95  # sigma_z^2 at most this share of alpha + sigma_z^2 (alpha > 0)

@@ -219,6 +219,10 @@ def _run(cfg: DecodeConfig, staging: Path) -> dict:
             chosen = getattr(getattr(decoder, "history", None), "alpha", None)
             if chosen is not None:
                 per_model[model][-1]["alpha"] = chosen
+            calibration = getattr(getattr(decoder, "history", None), "calibration", None)
+            if calibration is not None:  # the supervised noise calibration's choices
+                keys = ("sigma_z", "c_x", "c_z", "alpha", "latent_method", "latent_errors")
+                per_model[model][-1]["calibration"] = {k: calibration.get(k) for k in keys}
             gains = getattr(getattr(decoder, "history", None), "shrinkage", None)
             gains = getattr(decoder, "shrinkage", None) if gains is None else gains
             if gains is not None:  # per-dimension validation gains (inference/shrinkage.py)

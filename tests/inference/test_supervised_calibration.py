@@ -262,4 +262,4 @@ def test_latent_search_picks_a_multiplier_per_coordinate(monkeypatch):
     monkeypatch.setattr(module, "smoothing_paths", stand_in)
     report = calibrate_supervised(model, x, z_val, grids={"c_x": (1.0,)}, max_sequences=None)
     assert report["c_z"] == [0.5, 2.0], report["c_z"]
-    assert report["evaluations"] == 1 + 7 + 1  # c_x, every c_z, the per-coordinate choice
+    assert report["evaluations"] == 1 + 9 + 1  # c_x, every c_z, the per-coordinate choice
