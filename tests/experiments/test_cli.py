@@ -154,6 +154,7 @@ def test_run_folder_and_json_files_get_the_usual_permissions(quick_run):
         assert (run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not(quick_run, tmp_path):
     first = json.loads((quick_run[2] / NAME / "metrics.json").read_text())
     assert main(_quick(tmp_path)) == 0
