@@ -466,3 +466,21 @@ def test_auto_difference_keeps_the_levels_of_a_stationary_series():
     chosen = resolve_difference(cfg, windows[:300], windows[320:])
     assert chosen["difference"] is False, chosen
     assert resolve_difference(replace(cfg, difference=True), windows[:300], None)["difference"]
+
+
+def test_auto_difference_keeps_the_levels_of_nino():
+    """On the Niño indices the increments' climatology beats the levels' on validation by 9%
+    (the validation decade drifts), but every model of the increments forecast worse than its
+    model of the levels (docs/real_data.md): "auto" needs a trend-sized margin."""
+    pytest.importorskip("pywt", reason="the Nino indices need PyWavelets (the [data] extra)")
+    from alternators_ppl.experiments.file_task import (
+        FileCompareConfig,
+        load_split,
+        resolve_difference,
+    )
+
+    cfg = FileCompareConfig("nino")
+    split = load_split(cfg)
+    chosen = resolve_difference(cfg, split.x_train, split.x_val)
+    crps = chosen["validation_crps"]
+    assert crps["increments"] < crps["levels"] and chosen["difference"] is False, chosen
