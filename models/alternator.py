@@ -27,10 +27,11 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from alternators_ppl.models import noise_scales as scales
 from alternators_ppl.models import smc as _smc
-from alternators_ppl.models.noise_scales import NoiseScales, check_sigma_x, check_sigma_z
+from alternators_ppl.models.noise_scales import NoiseScales
 from alternators_ppl.models.recurrence import linear_recurrence
-from alternators_ppl.networks import MLP, output_linear
+from alternators_ppl.networks import MLP
 from alternators_ppl.validation import (
     as_float_tensor,
     check_mask,
@@ -84,9 +85,9 @@ class Alternator(NoiseScales, PyroModule):
         super().__init__()
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        sigma_x_values = check_sigma_x(sigma_x, self.obs_dim)
-        sigma_z_values = check_sigma_z(sigma_z, self.latent_dim)
-        sz2 = max(sigma_z_values) ** 2 if isinstance(sigma_z_values, tuple) else sigma_z_values**2
+        sigma_x_values = scales.check_sigma_x(sigma_x, self.obs_dim)
+        sigma_z_values = scales.check_sigma_z(sigma_z, self.latent_dim)
+        sz2 = scales.largest_square(sigma_z_values)
         alpha_t = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
         if alpha_t.numel() == 0 or not torch.isfinite(alpha_t).all():
             raise ValueError(f"alpha must be a finite float or a non-empty schedule, got {alpha}")
@@ -139,17 +140,6 @@ class Alternator(NoiseScales, PyroModule):
                 f"sequence has {num_steps} steps but the alpha schedule has {len(values)}"
             )
         return torch.tensor(values[:num_steps], dtype=self.dtype, device=self.device)
-
-    def observation_mean_layer(self) -> nn.Linear | None:
-        """The linear layer whose output enters :meth:`x_loc` times
-        :meth:`observation_mean_scale` (here the OTN's output layer; None when it has none).
-        Noise calibration rescales it so that a new sigma_x leaves x_loc unchanged."""
-        return output_linear(self.otn)
-
-    def observation_mean_scale(self, sigma_x):
-        """The factor, sqrt(1 - sigma_x^2) here, with which that layer's output enters x_loc
-        (a float or tensor sigma_x, e.g. (Dx,))."""
-        return (1 - sigma_x**2) ** 0.5
 
     def x_loc(self, z_prev: torch.Tensor) -> torch.Tensor:
         """Mean of x_t given z_{t-1}: (..., Dz) -> (..., Dx)."""
@@ -602,14 +592,7 @@ class Alternator(NoiseScales, PyroModule):
 
     def extra_repr(self) -> str:
         alpha = f"{self.alpha_values[0]:.3g}" if self.alpha_is_constant else "schedule"
-        def scale(per_dim: bool, values: list[float]) -> str:
-            text = ", ".join(f"{v:.3g}" for v in values)
-            return f"[{text}]" if per_dim else f"{values[0]:.3g}"
-
-        sigma_x = scale(self.sigma_x_per_dim, self.sigma_x_values())
-        sigma_z = scale(self.sigma_z_per_dim, self.sigma_z_values())
         return (
-            f"obs_dim={self.obs_dim}, latent_dim={self.latent_dim}, "
-            f"sigma_x={sigma_x}, sigma_z={sigma_z}, "
+            f"obs_dim={self.obs_dim}, latent_dim={self.latent_dim}, {self.scales_repr()}, "
             f"alpha={alpha}, ftn_input={self.ftn_input!r}"
         )

@@ -15,10 +15,12 @@ import math
 from collections.abc import Iterator
 
 import torch
+from torch import nn
 
+from alternators_ppl.networks import output_linear
 from alternators_ppl.validation import as_float_tensor
 
-__all__ = ["NoiseScales", "check_sigma_x", "check_sigma_z"]
+__all__ = ["NoiseScales", "check_sigma_x", "check_sigma_z", "largest_square"]
 
 
 def check_sigma_x(sigma_x, obs_dim: int) -> float | tuple[float, ...]:
@@ -54,7 +56,8 @@ def check_sigma_z(sigma_z, latent_dim: int) -> float | tuple[float, ...]:
     return tuple(values.tolist())
 
 
-def _largest_square(values: float | tuple[float, ...]) -> float:
+def largest_square(values: float | tuple[float, ...]) -> float:
+    """The largest sigma^2 of a checked scale (a float or a tuple)."""
     return max(values) ** 2 if isinstance(values, tuple) else values**2
 
 
@@ -158,7 +161,7 @@ class NoiseScales:
             sx = float(self.sigma_x)
         sz = self.stored_sigma_z() if sigma_z is None else check_sigma_z(sigma_z, self.latent_dim)
         values = () if own else self.alpha_values if alpha is None else (float(alpha),)
-        if any(a <= 0 or a + _largest_square(sz) >= 1 for a in values):
+        if any(a <= 0 or a + largest_square(sz) >= 1 for a in values):
             raise ValueError(
                 f"alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got alpha={alpha}, "
                 f"sigma_z={sz}"
@@ -177,6 +180,27 @@ class NoiseScales:
         if self.sigma_z_per_dim and self.__dict__.get("_sigma_z_value") is None:
             sz2 = sz2.mean()
         return 2 * sx2 * sz2
+
+    def scales_repr(self) -> str:
+        """``sigma_x=..., sigma_z=...`` for ``extra_repr`` (a list where per dimension)."""
+
+        def text(per_dim: bool, values: list[float]) -> str:
+            listed = ", ".join(f"{v:.3g}" for v in values)
+            return f"[{listed}]" if per_dim else f"{values[0]:.3g}"
+
+        sigma_x = text(self.sigma_x_per_dim, self.sigma_x_values())
+        return f"sigma_x={sigma_x}, sigma_z={text(self.sigma_z_per_dim, self.sigma_z_values())}"
+
+    def observation_mean_layer(self) -> nn.Linear | None:
+        """The linear layer whose output enters ``x_loc`` times :meth:`observation_mean_scale`
+        (the Alternator's: the OTN's output layer; None when it has none). Noise calibration
+        rescales it so that a new sigma_x leaves x_loc unchanged."""
+        return output_linear(self.otn)
+
+    def observation_mean_scale(self, sigma_x):
+        """The factor, sqrt(1 - sigma_x^2) for the Alternator, with which that layer's output
+        enters x_loc (a float or tensor sigma_x, e.g. (Dx,))."""
+        return (1 - sigma_x**2) ** 0.5
 
     #: True for a variant whose own alpha_t are alpha_cap * sigmoid(...) (they follow sigma_z)
     alpha_below_cap = False
