@@ -128,6 +128,15 @@ class NoiseScales:
         """Store a checked sigma_z: a float, or a tuple of Dz floats (as a buffer)."""
         NoiseScales.sigma_z.store(self, values)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """A per-dimension scale in ``state_dict`` (a calibrated model's) becomes this model's
+        buffer first, so a freshly built model with scalar scales loads it."""
+        for scale in (NoiseScales.sigma_x, NoiseScales.sigma_z):
+            key = prefix + scale.buffer
+            if key in state_dict and not scale.per_dim(self):
+                scale.store(self, tuple(float(v) for v in state_dict[key].reshape(-1).tolist()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def sigma_x_values(self) -> list[float]:
         """sigma_x as Dx floats (a scalar sigma_x repeated)."""
         return NoiseScales.sigma_x.values(self, self.obs_dim)

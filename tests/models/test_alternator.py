@@ -324,6 +324,19 @@ def test_per_coordinate_sigma_z_is_stored_moved_and_replaced():
     assert model.sigma_z == 0.15
 
 
+def test_state_dict_with_per_dimension_scales_loads_into_a_fresh_model():
+    torch.manual_seed(0)
+    calibrated = make_model(sigma_x=0.3, sigma_z=0.1, alpha=0.5)
+    calibrated.set_noise(sigma_x=[0.2, 0.3, 0.4], sigma_z=[0.05, 0.15])
+    fresh = make_model(sigma_x=0.3, sigma_z=0.1, alpha=0.5)
+    fresh.load_state_dict(calibrated.state_dict())
+    assert fresh.sigma_x_values() == pytest.approx([0.2, 0.3, 0.4])
+    assert fresh.sigma_z_values() == pytest.approx([0.05, 0.15])
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    z = torch.randn(2, 6, 2, dtype=torch.float64)
+    torch.testing.assert_close(fresh.log_joint(x, z), calibrated.log_joint(x, z))
+
+
 def test_invalid_dims():
     with pytest.raises(ValueError, match="obs_dim"):
         Alternator(0, 2)
