@@ -58,8 +58,8 @@ def can_calibrate_noise(model) -> bool:
 @contextlib.contextmanager
 def _saved(model: Alternator, layer: nn.Linear | None) -> Iterator[None]:
     """Restore the model's noise (and the observation mean layer) on exit."""
-    sx = model.sigma_x_values() if model.sigma_x_per_dim else float(model.sigma_x)
-    state = (sx, model.stored_sigma_z(), model.alpha_values, model.alpha_is_constant)
+    state = (model.stored_sigma_x(), model.stored_sigma_z(), model.alpha_values,
+             model.alpha_is_constant)  # fmt: skip
     weights = None if layer is None else [p.detach().clone() for p in layer.parameters()]
     try:
         yield
@@ -215,7 +215,7 @@ def calibrate_noise(
     return {
         "criterion": "smc_log_marginal_per_entry",
         "sigma_x": [float(v) for v in model.sigma_x_values()],
-        "sigma_z": float(model.sigma_z),
+        "sigma_z": model.stored_sigma_z(),
         # a variant's own alpha_t are not one stored value
         "alpha": (
             float(model.alpha_values[0]) if model.alpha_is_constant and not own_alpha else None

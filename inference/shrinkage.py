@@ -78,8 +78,7 @@ def shrink_alternator(model, x_val, z_val, z_centre, mask_val=None, num_samples:
     gains = shrinkage_factors(draws.mean(0), z_val, z_centre)
     alpha = float(model.alpha_values[0])
     centre = torch.as_tensor(z_centre, dtype=draws.dtype, device=draws.device)
-    sigma_z = torch.tensor(model.sigma_z_values(), dtype=draws.dtype, device=draws.device)
-    decay = (1 - alpha - sigma_z**2).sqrt()  # (Dz,)
+    decay = model.latent_decay(torch.tensor(alpha, dtype=draws.dtype, device=draws.device))
     shrink_linear(layer, gains, centre * (1 - decay) / alpha**0.5)
     return gains
 

@@ -165,7 +165,7 @@ class _Noise:
     def apply(self, sigma_x, sigma_z) -> None:
         model = self.model
         new_x = torch.as_tensor(sigma_x, dtype=model.dtype, device=model.device)
-        gain_x = torch.sqrt(1 - self.sigma_x**2) / torch.sqrt(1 - new_x**2)
+        gain_x = model.observation_mean_scale(self.sigma_x) / model.observation_mean_scale(new_x)
         sz2 = torch.as_tensor(sigma_z, dtype=torch.float64).square()
         alpha = min(float((self.total - sz2).mean()), 1 - float(sz2.max()) - 1e-4)
         gain_z = math.sqrt(self.alpha / alpha)

@@ -147,7 +147,7 @@ class Alternator(NoiseScales, PyroModule):
 
     def z_loc(self, x: torch.Tensor, z_prev: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Mean of z_t given x_t (..., Dx), z_{t-1} (..., Dz); alpha broadcasts to (..., 1)."""
-        return torch.sqrt(alpha) * self.ftn(x) + torch.sqrt(1 - alpha - self.sigma_z**2) * z_prev
+        return torch.sqrt(alpha) * self.ftn(x) + self.latent_decay(alpha) * z_prev
 
     # Variant hooks: a subclass that changes a factor overrides these; the program, the
     # log-density and the samplers all go through them. (The parallel scan assumes the default

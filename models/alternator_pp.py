@@ -86,7 +86,7 @@ class AlternatorPlusPlus(Alternator):
     def z_loc(self, x: torch.Tensor, z_prev: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """sqrt(alpha) g(x) + sqrt(1 - alpha - sigma_z^2) eps_nu(z_{t-1}, x)."""
         noise = self.eps_nu(torch.cat([z_prev, x.expand(*z_prev.shape[:-1], -1)], dim=-1))
-        return torch.sqrt(alpha) * self.ftn(x) + torch.sqrt(1 - alpha - self.sigma_z**2) * noise
+        return torch.sqrt(alpha) * self.ftn(x) + self.latent_decay(alpha) * noise
 
     def noise_matching_loss(self, x, z, mask, x_ftn, z_observed: bool = False) -> torch.Tensor:
         """Mean squared error of eps_psi (and eps_nu when ``z_observed``) against the residual
@@ -105,7 +105,7 @@ class AlternatorPlusPlus(Alternator):
             return x_err
         with torch.no_grad():
             alpha = self._alpha_for(x_ftn)
-            z_scale = torch.sqrt(1 - alpha - self.sigma_z**2)
+            z_scale = self.latent_decay(alpha)
             r_z = (z[:, 1:] - torch.sqrt(alpha) * self.ftn(x_ftn)) / z_scale
         z_err = ((self.eps_nu(torch.cat([z_prev, x_ftn.detach()], dim=-1)) - r_z) ** 2).mean()
         return x_err + z_err

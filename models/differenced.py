@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from alternators_ppl.models.interface import SequenceModel
-from alternators_ppl.validation import as_float_tensor, check_mask
+from alternators_ppl.validation import as_float_tensor, check_mask, check_sequences
 
 __all__ = ["Differenced", "integrate_forecast", "bridge_levels"]
 
@@ -86,8 +86,9 @@ class Differenced(SequenceModel):
 
     def _levels(self, x, name: str) -> torch.Tensor:
         x = as_float_tensor(x, name, dtype=torch.float64)
-        if x.dim() != 3 or x.shape[1] < 2:
-            raise ValueError(f"{name} must be (B, T, D) with T >= 2, got {tuple(x.shape)}")
+        check_sequences(x, name)
+        if x.shape[1] < 2:
+            raise ValueError(f"{name} needs T >= 2 steps to have increments, got {x.shape[1]}")
         return x
 
     def fit(self, x_train, x_val=None, *, seed: int = 0, budget_s: float | None = None) -> dict:
@@ -105,7 +106,7 @@ class Differenced(SequenceModel):
     def impute(self, x, mask, num_samples: int) -> torch.Tensor:
         """Level draws (S, B, T, D) with the observed entries of x kept exactly."""
         x = self._levels(x, "x")
-        observed = check_mask(mask, x) & torch.isfinite(x)
+        observed = check_mask(mask, x)
         hidden = torch.where(observed, x, torch.nan)
         increments = self.model.impute(_increments(hidden), None, num_samples)
         return bridge_levels(hidden.to(increments), observed, increments)

@@ -23,37 +23,33 @@ from alternators_ppl.validation import as_float_tensor
 __all__ = ["NoiseScales", "check_sigma_x", "check_sigma_z", "largest_square"]
 
 
+def _check_scale(value, dim: int, name: str, symbol: str, unit: str, upper: float):
+    """A noise scale as a float, or a tuple of ``dim`` floats, each in (0, ``upper``); the
+    errors name the argument and, for a vector, its expected shape (``symbol``,) and ``unit``."""
+    values = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    bound = f"lie in (0, {upper:g})" if upper < math.inf else "be > 0"
+    if values.dim() == 0:
+        if not 0.0 < float(values) < upper:
+            raise ValueError(f"{name} must {bound}, got {value}")
+        return float(value)
+    if tuple(values.shape) != (dim,):
+        raise ValueError(
+            f"{name} must be a float or have shape ({symbol},) = ({dim},), got "
+            f"{tuple(values.shape)}"
+        )
+    if not ((values > 0) & (values < upper)).all():
+        raise ValueError(f"{name} must {bound} in every {unit}, got {values.tolist()}")
+    return tuple(values.tolist())
+
+
 def check_sigma_x(sigma_x, obs_dim: int) -> float | tuple[float, ...]:
     """sigma_x as a float, or a tuple of ``obs_dim`` floats, each in (0, 1)."""
-    values = torch.as_tensor(sigma_x, dtype=torch.float64).detach().cpu()
-    if values.dim() == 0:
-        if not 0.0 < float(values) < 1.0:
-            raise ValueError(f"sigma_x must lie in (0, 1), got {sigma_x}")
-        return float(sigma_x)
-    if tuple(values.shape) != (obs_dim,):
-        raise ValueError(
-            f"sigma_x must be a float or have shape (Dx,) = ({obs_dim},), got {tuple(values.shape)}"
-        )
-    if not ((values > 0) & (values < 1)).all():
-        raise ValueError(f"sigma_x must lie in (0, 1) in every dimension, got {values.tolist()}")
-    return tuple(values.tolist())
+    return _check_scale(sigma_x, obs_dim, "sigma_x", "Dx", "dimension", 1.0)
 
 
 def check_sigma_z(sigma_z, latent_dim: int) -> float | tuple[float, ...]:
     """sigma_z as a float, or a tuple of ``latent_dim`` floats, each > 0 and finite."""
-    values = torch.as_tensor(sigma_z, dtype=torch.float64).detach().cpu()
-    if values.dim() == 0:
-        if not 0.0 < float(values) < math.inf:
-            raise ValueError(f"sigma_z must be > 0, got {sigma_z}")
-        return float(sigma_z)
-    if tuple(values.shape) != (latent_dim,):
-        raise ValueError(
-            f"sigma_z must be a float or have shape (Dz,) = ({latent_dim},), got "
-            f"{tuple(values.shape)}"
-        )
-    if not ((values > 0) & (values < math.inf)).all():
-        raise ValueError(f"sigma_z must be > 0 in every coordinate, got {values.tolist()}")
-    return tuple(values.tolist())
+    return _check_scale(sigma_z, latent_dim, "sigma_z", "Dz", "coordinate", math.inf)
 
 
 def largest_square(values: float | tuple[float, ...]) -> float:
@@ -81,6 +77,15 @@ class _StoredScale:
 
     def per_dim(self, model) -> bool:
         return self.buffer in model._buffers
+
+    def from_buffer(self, model) -> bool:
+        """Whether the value in use is the stored (D,) buffer (not a scalar, and not a tensor
+        that :meth:`NoiseScales.hyperparameters` put in its place)."""
+        return model.__dict__.get(self.key) is None and self.per_dim(model)
+
+    def stored(self, model, dim: int) -> float | tuple[float, ...]:
+        """The stored value as the checks return it: a float, or a tuple of D floats."""
+        return tuple(self.values(model, dim)) if self.per_dim(model) else float(self.__get__(model))
 
     def store(self, model, values: tuple[float, ...] | float) -> None:
         """Store checked values: a float, or a tuple of D floats (as the buffer)."""
@@ -145,9 +150,18 @@ class NoiseScales:
         """sigma_z as Dz floats (a scalar sigma_z repeated)."""
         return NoiseScales.sigma_z.values(self, self.latent_dim)
 
+    def stored_sigma_x(self) -> float | tuple[float, ...]:
+        """The stored sigma_x as :func:`check_sigma_x` returns it (float or tuple)."""
+        return NoiseScales.sigma_x.stored(self, self.obs_dim)
+
     def stored_sigma_z(self) -> float | tuple[float, ...]:
         """The stored sigma_z as :func:`check_sigma_z` returns it (float or tuple)."""
-        return tuple(self.sigma_z_values()) if self.sigma_z_per_dim else float(self.sigma_z)
+        return NoiseScales.sigma_z.stored(self, self.latent_dim)
+
+    def uses_stored_vector(self, name: str) -> bool:
+        """Whether ``name`` (``"sigma_x"`` or ``"sigma_z"``) is in use as its stored
+        per-dimension buffer (a (D,) tensor that broadcasts like a scalar)."""
+        return getattr(NoiseScales, name).from_buffer(self)
 
     def set_noise(self, sigma_x=None, sigma_z=None, alpha=None) -> None:
         """Replace the stored sigma_x (float or (Dx,)), sigma_z (float or (Dz,)) and constant
@@ -165,9 +179,7 @@ class NoiseScales:
             raise ValueError(
                 f"{type(self).__name__} computes alpha_t itself; set_noise accepts {accepted}"
             )
-        sx = check_sigma_x(self.sigma_x_values() if sigma_x is None else sigma_x, self.obs_dim)
-        if sigma_x is None and not self.sigma_x_per_dim:
-            sx = float(self.sigma_x)
+        sx = self.stored_sigma_x() if sigma_x is None else check_sigma_x(sigma_x, self.obs_dim)
         sz = self.stored_sigma_z() if sigma_z is None else check_sigma_z(sigma_z, self.latent_dim)
         values = () if own else self.alpha_values if alpha is None else (float(alpha),)
         if any(a <= 0 or a + largest_square(sz) >= 1 for a in values):
@@ -184,9 +196,9 @@ class NoiseScales:
         """The factor 2 sigma_x^2 sigma_z^2 of Eq. 12 (each square averaged over dimensions when
         that scale is stored per dimension, so the loss stays a positive multiple of -log p)."""
         sx2, sz2 = self.sigma_x**2, self.sigma_z**2
-        if self.sigma_x_per_dim and self.__dict__.get("_sigma_x_value") is None:
+        if self.uses_stored_vector("sigma_x"):
             sx2 = sx2.mean()
-        if self.sigma_z_per_dim and self.__dict__.get("_sigma_z_value") is None:
+        if self.uses_stored_vector("sigma_z"):
             sz2 = sz2.mean()
         return 2 * sx2 * sz2
 

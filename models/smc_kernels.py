@@ -51,8 +51,7 @@ def check_smc_model(model) -> None:
         ("sigma_z", model.sigma_z),
         ("alpha", override),
     ):
-        stored = name != "alpha" and model.__dict__.get(f"_{name}_value") is None
-        if stored and f"{name}_vector" in model._buffers:
+        if name != "alpha" and model.uses_stored_vector(name):
             continue  # a stored per-dimension sigma_x (Dx,) or sigma_z (Dz,) broadcasts
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             raise ValueError(
