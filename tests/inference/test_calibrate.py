@@ -282,9 +282,10 @@ def test_a_variant_with_a_fixed_schedule_of_its_own_keeps_sigma_z():
         def alpha_schedule(self, num_steps):
             return torch.full((num_steps,), 0.9, dtype=self.dtype)
 
-    model = Fixed(2, 2, hidden=(8,)).double()
+    model = Fixed(2, 2, sigma_z=[0.1, 0.2], hidden=(8,)).double()
     with pytest.raises(ValueError, match="only sigma_x"):
         model.set_noise(sigma_z=0.5)
     report = calibrate_noise(model, torch.randn(4, 12, 2, dtype=torch.float64), num_particles=16,
                              sweeps=1)  # fmt: skip
-    assert report["evaluations"] == len(DEFAULT_GRIDS["c"]) and model.sigma_z == 0.1
+    assert report["evaluations"] == len(DEFAULT_GRIDS["c"])
+    assert model.sigma_z_values() == pytest.approx([0.1, 0.2]) == list(report["sigma_z"])

@@ -83,5 +83,7 @@ def test_bad_input():
         Differenced(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="x_train"):
         Differenced(_Increments()).fit(torch.zeros(1, 1, 2))
+    with pytest.raises(ValueError, match="x_context contains inf"):
+        Differenced(_Increments()).forecast(torch.full((1, 3, 1), float("inf")), 2, 2)
     with pytest.raises(ValueError, match="observed value"):
         Differenced(_Increments()).impute(torch.full((1, 4, 1), float("nan")), None, 2)
