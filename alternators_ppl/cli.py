@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="wall-clock safety cap on training seconds per model (the budget is --epochs)",
     )
     compare.add_argument("--epochs", type=_positive_int, help="epoch cap of trained models")
+    compare.add_argument(
+        "--members", type=_positive_int, help="networks in the alternator's ensemble (default 5)"
+    )
     add_series_arguments(compare, _positive_int)
     add_forecast_parser(commands, _positive_int, _positive_float, _add_run_arguments)
     add_sst_parser(commands, _positive_int, _positive_float, _add_run_arguments)
@@ -182,9 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("task", choices=DECODE_TASKS, help="data set")
     decode.add_argument("--data", help="data file (glaser: a Glaser et al. 2020 pickle)")
     _add_run_arguments(decode, "decode-<task>-<timestamp>")
-    decode.add_argument(
-        "--models", type=_decoder_list, help=f"subset of {','.join(DECODER_NAMES)}"
-    )
+    decode.add_argument("--models", type=_decoder_list, help=f"subset of {','.join(DECODER_NAMES)}")
     decode.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
     decode.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     decode.add_argument("--max-bins", type=_positive_int, help="ratinabox: first bins only")
@@ -228,7 +229,7 @@ def _compare(args) -> tuple[str, object]:
         return compare_file_command(args)
     reject_series_options(args)
     overrides = {"task": args.task, "device": args.device}
-    for key in ("models", "seeds", "budget_s", "epochs"):
+    for key in ("models", "seeds", "budget_s", "epochs", "members"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)

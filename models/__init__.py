@@ -7,6 +7,7 @@ demand, so that importing this package does not load JAX).
 from alternators_ppl.models.alternator import FTN_INPUTS, Alternator
 from alternators_ppl.models.differenced import Differenced
 from alternators_ppl.models.dmm import DeepMarkovModel
+from alternators_ppl.models.ensemble import Ensemble
 from alternators_ppl.models.hyperprior import HyperpriorAlternator
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.models.kalman import LinearGaussianSSM
@@ -24,4 +25,5 @@ __all__ = [
     "Persistence",
     "Climatology",
     "Differenced",
+    "Ensemble",
 ]

@@ -81,9 +81,7 @@ def calibration_report(draws, truth, num_bins: int = 10, seed: int = 0) -> dict:
         "spread_skill": ratio,
         "coverage_50_mean": float((cover[0.5] * weight).sum() / total),
         "coverage_90_mean": coverage_90_mean,
-        "spread_skill_mean": float(
-            ((variance * weight).sum() / (sq_error * weight).sum()).sqrt()
-        ),
+        "spread_skill_mean": float(((variance * weight).sum() / (sq_error * weight).sum()).sqrt()),
         "pit_histogram": [float(v) for v in hist],
         "pit_max_deviation": float(np.abs(hist - 1.0 / num_bins).max()),
         "observed": int(total),
@@ -106,6 +104,7 @@ def coverage_warning(coverage_90: float, where: str = "validation") -> str | Non
 
 def format_calibration(name: str, report: dict) -> str:
     """A few Markdown lines: 50/90% coverage and spread-skill per horizon, PIT, warning."""
+
     def row(values):
         return " ".join("-" if v is None else f"{v:.2f}" for v in values)
 

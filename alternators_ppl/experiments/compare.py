@@ -31,7 +31,13 @@ from alternators_ppl.evaluation.scoring import (
     score_forecast_draws,
     score_imputation,
 )
-from alternators_ppl.experiments.registry import DEFAULT_MODELS, MODEL_NAMES, build_model
+from alternators_ppl.experiments.registry import (
+    ALTERNATOR_MEMBERS,
+    DEFAULT_MODELS,
+    MODEL_NAMES,
+    build_model,
+    training_options,
+)
 from alternators_ppl.runs import (
     library_versions,
     publish_run_folder,
@@ -40,6 +46,7 @@ from alternators_ppl.runs import (
     write_json,
 )
 from alternators_ppl.seeding import seed_everything
+from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "CompareConfig",
@@ -67,6 +74,7 @@ class CompareConfig:
     device: str = "cpu"
     budget_s: float = 900.0  # a wall-clock safety cap; the training budget is ``epochs``
     epochs: int = 200
+    members: int = ALTERNATOR_MEMBERS  # networks in the alternator's ensemble
     num_train: int = 64
     num_val: int = 16
     num_test: int = 32
@@ -78,6 +86,7 @@ class CompareConfig:
     throughput_draws: int = 100  # free-running draws of 1,000 steps timed per model
 
     def __post_init__(self):
+        check_positive_int(self.members, "members")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
         unknown = [m for m in self.models if m not in MODEL_NAMES]
@@ -94,6 +103,7 @@ class CompareConfig:
         small = dict(
             seeds=1,
             epochs=2,
+            members=1,
             budget_s=60.0,
             num_train=8,
             num_val=4,
@@ -102,14 +112,6 @@ class CompareConfig:
             num_samples=20,
         )
         return replace(cls(), **{**small, **overrides})
-
-
-def _model_options(name: str, cfg: CompareConfig) -> dict:
-    if name in ("alternator", "dmm", "mamba", "neural-ode", "diffusion"):
-        return {"epochs": cfg.epochs}
-    if name == "kalman":
-        return {"em_iters": max(cfg.epochs // 2, 1)}
-    return {}
 
 
 def _log_predictive_density(model, past, future) -> float:
@@ -265,7 +267,7 @@ def run_comparison(
             outcome = score_models(
                 cfg.models, task, seed, device,
                 lambda m, t, s, d: _evaluate(m, t, cfg, s, d),
-                lambda name: _model_options(name, cfg),
+                lambda name: training_options(name, cfg.epochs, cfg.members),
             )  # fmt: skip
             for model_name, (result, draws) in outcome.items():
                 raw[model_name].append(result)

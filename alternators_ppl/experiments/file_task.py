@@ -41,7 +41,11 @@ from alternators_ppl.experiments.compare import (
     finite_draws,
     score_models,
 )
-from alternators_ppl.experiments.registry import MODEL_NAMES
+from alternators_ppl.experiments.registry import (
+    ALTERNATOR_MEMBERS,
+    MODEL_NAMES,
+    training_options,
+)
 from alternators_ppl.models.differenced import Differenced
 from alternators_ppl.models.naive import Climatology
 from alternators_ppl.runs import (
@@ -51,6 +55,7 @@ from alternators_ppl.runs import (
     stage_run_folder,
     write_json,
 )
+from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "BUILTIN_SERIES",
@@ -120,6 +125,7 @@ class FileCompareConfig:
     device: str = "cpu"
     budget_s: float = 60.0
     epochs: int = 200
+    members: int = ALTERNATOR_MEMBERS  # networks in the alternator's ensemble
     num_samples: int = 200
     missing_fraction: float = 0.3
     covariates: tuple[str, ...] | None = None
@@ -127,6 +133,7 @@ class FileCompareConfig:
 
     def __post_init__(self):
         check_difference(self)
+        check_positive_int(self.members, "members")
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         if unknown or not self.models:
             raise ValueError(f"models must be a non-empty subset of {MODEL_NAMES}, got {unknown}")
@@ -138,8 +145,9 @@ class FileCompareConfig:
 
     @classmethod
     def quick(cls, path: str, **overrides) -> FileCompareConfig:
-        """Seconds-long smoke settings (1 seed, 2 epochs, 20 draws); the numbers mean nothing."""
-        small = dict(seeds=1, epochs=2, budget_s=5.0, num_samples=20)
+        """Seconds-long smoke settings (1 seed, 2 epochs, one network, 20 draws); the numbers
+        mean nothing."""
+        small = dict(seeds=1, epochs=2, members=1, budget_s=5.0, num_samples=20)
         return replace(cls(path), **{**small, **overrides})
 
 
@@ -174,14 +182,6 @@ def load_split(cfg) -> SplitSeries:
     if getattr(cfg, "covariates", None):
         series = with_covariates(series, cfg.covariates, cfg.columns)[0]
     return split_series(series, cfg.context, cfg.horizon, cfg.fractions, cfg.split_at, cfg.stride)
-
-
-def _model_options(name: str, cfg) -> dict:
-    if name in ("alternator", "dmm", "mamba", "neural-ode", "diffusion"):
-        return {"epochs": cfg.epochs}
-    if name == "kalman":
-        return {"em_iters": max(cfg.epochs // 2, 1)}
-    return {}
 
 
 def _forecast(model, past, future, cfg, n_targets: int):
@@ -342,7 +342,7 @@ def run_file_comparison(
             outcome = score_models(
                 cfg.models, split, seed, device,
                 lambda m, data, s, d: _evaluate(m, data, chosen, s, d),
-                lambda model_name: _model_options(model_name, cfg),
+                lambda model_name: training_options(model_name, cfg.epochs, cfg.members),
             )  # fmt: skip
             for model_name, (result, extra) in outcome.items():
                 raw[model_name].append(result)
@@ -571,7 +571,7 @@ def compare_file_command(args) -> tuple[str, Path]:
         )
     overrides = series_options(args)
     overrides["device"] = args.device
-    for key in ("models", "seeds", "budget_s", "epochs"):
+    for key in ("models", "seeds", "budget_s", "epochs", "members"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if getattr(args, "split_at", None) is not None:

@@ -39,7 +39,12 @@ from alternators_ppl.experiments.file_task import (
     resolve_difference,
     series_options,
 )
-from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
+from alternators_ppl.experiments.registry import (
+    ALTERNATOR_MEMBERS,
+    MODEL_NAMES,
+    build_model,
+    training_options,
+)
 from alternators_ppl.models.differenced import Differenced
 from alternators_ppl.runs import (
     atomic_write,
@@ -49,6 +54,7 @@ from alternators_ppl.runs import (
     write_json,
 )
 from alternators_ppl.seeding import seed_everything
+from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "ForecastConfig",
@@ -78,6 +84,7 @@ class ForecastConfig:
     device: str = "cpu"
     budget_s: float = 60.0
     epochs: int = 200
+    members: int = ALTERNATOR_MEMBERS  # networks in the alternator's ensemble
     num_samples: int = 500
     quantiles: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
     covariates: tuple[str, ...] | None = None
@@ -91,6 +98,7 @@ class ForecastConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not all(0.0 < q < 1.0 for q in self.quantiles) or not self.quantiles:
             raise ValueError(f"quantiles must lie in (0, 1), got {self.quantiles}")
+        check_positive_int(self.members, "members")
         if self.num_samples < 2 or self.budget_s <= 0:
             raise ValueError(
                 f"num_samples must be >= 2 and budget_s > 0, got {self.num_samples}, "
@@ -99,8 +107,10 @@ class ForecastConfig:
 
     @classmethod
     def quick(cls, path: str, **overrides) -> ForecastConfig:
-        """Seconds-long smoke settings (2 epochs, 50 draws); the forecast means nothing."""
-        return replace(cls(path), **{**dict(epochs=2, budget_s=5.0, num_samples=50), **overrides})
+        """Seconds-long smoke settings (2 epochs, one network, 50 draws); the forecast means
+        nothing."""
+        small = dict(epochs=2, members=1, budget_s=5.0, num_samples=50)
+        return replace(cls(path), **{**small, **overrides})
 
 
 def _train_val(series: Series, cfg: ForecastConfig):
@@ -124,9 +134,9 @@ def _with_horizon_covariates(series: Series, cfg: ForecastConfig) -> tuple[Serie
     """(series with covariates read one step ahead and the horizon's rows, n_targets, end):
     rows ``[:end]`` are the data, rows ``[end : end + horizon]`` the horizon (targets NaN)."""
     exogenous = [c for c in cfg.covariates if c in series.columns]
-    targets = list(cfg.columns) if cfg.columns else [
-        c for c in series.columns if c not in exogenous
-    ]
+    targets = (
+        list(cfg.columns) if cfg.columns else [c for c in series.columns if c not in exogenous]
+    )
     index = [series.columns.index(c) for c in targets if c in series.columns]
     observed = np.flatnonzero(np.isfinite(series.values[..., index]).any(axis=(0, 2)))
     if observed.size == 0:
@@ -256,9 +266,7 @@ def run_forecast(
     final, run = stage_run_folder(runs_dir, name, overwrite)
     try:
         seed_everything(cfg.seed)
-        options = {"epochs": cfg.epochs} if cfg.model in ("alternator", "dmm") else {}
-        if cfg.model == "kalman":
-            options = {"em_iters": max(cfg.epochs // 2, 1)}
+        options = training_options(cfg.model, cfg.epochs, cfg.members)
         model = build_model(cfg.model, x.shape[-1], device=device, **options)
         difference = resolve_difference(cfg, x_train, x_val)
         if difference["difference"]:
@@ -335,6 +343,9 @@ def add_forecast_parser(commands, positive_int, positive_float, add_run_argument
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and draws")
     parser.add_argument("--budget-s", type=positive_float, help="training seconds")
     parser.add_argument("--epochs", type=positive_int, help="epoch cap")
+    parser.add_argument(
+        "--members", type=positive_int, help="networks in the alternator's ensemble (default 5)"
+    )
     parser.add_argument("--samples", type=positive_int, help="forecast draws (default 500)")
     from alternators_ppl.experiments.file_task import add_series_arguments
 
@@ -350,7 +361,9 @@ def forecast_command(args) -> tuple[str, Path]:
         )
     overrides = series_options(args)
     overrides.update(model=args.model, seed=args.seed, device=args.device)
-    for key, field in (("budget_s", "budget_s"), ("epochs", "epochs"), ("samples", "num_samples")):
+    fields = (("budget_s", "budget_s"), ("epochs", "epochs"), ("members", "members"),
+              ("samples", "num_samples"))  # fmt: skip
+    for key, field in fields:
         if getattr(args, key, None) is not None:
             overrides[field] = getattr(args, key)
     cfg = (
