@@ -41,7 +41,6 @@ DEFAULT_GRIDS = {
     "sigma_z": tuple(float(v) for v in torch.logspace(math.log10(0.02), math.log10(0.8), 9)),
     "u": (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.75, 0.9, 0.97),
 }
-_SIGMA_X_RANGE = (1e-3, 0.99)
 
 
 def can_calibrate_noise(model) -> bool:
@@ -169,8 +168,7 @@ def calibrate_noise(
         )
     own_alpha = model._own_alpha()
     old_sx = model.sigma_x_values()
-    # below the model's bound on sigma_x (Alternator++: sqrt(1 - beta))
-    sigma_x_range = (_SIGMA_X_RANGE[0], min(_SIGMA_X_RANGE[1], 0.99 * model.sigma_x_bound))
+    sigma_x_range = model.calibration_sigma_x_range  # Alternator++: below sqrt(1 - beta)
     base = None if layer is None else [p.detach().clone() for p in layer.parameters()]
 
     def score() -> float:

@@ -65,7 +65,6 @@ DEFAULT_SCALE_GRIDS = {
     "c_x": (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
     "c_z": (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0),
 }
-_SIGMA_X_RANGE = (1e-3, 0.99)
 _MAX_SIGMA_Z_SHARE = 0.95  # sigma_z^2 at most this share of alpha + sigma_z^2 (alpha > 0)
 
 
@@ -157,7 +156,8 @@ class _Noise:
         self.total = torch.tensor([self.alpha + s**2 for s in self.sigma_z], dtype=torch.float64)
 
     def clip(self, sigma_x, sigma_z) -> tuple[list[float], list[float]]:
-        sx = torch.as_tensor(sigma_x, dtype=torch.float64).clamp(*_SIGMA_X_RANGE)
+        sx = torch.as_tensor(sigma_x, dtype=torch.float64)
+        sx = sx.clamp(*self.model.calibration_sigma_x_range)
         sz = torch.as_tensor(sigma_z, dtype=torch.float64).expand_as(self.total)
         sz = torch.minimum(sz.clamp_min(1e-4), (_MAX_SIGMA_Z_SHARE * self.total).sqrt())
         return sx.tolist(), sz.tolist()

@@ -87,21 +87,12 @@ class Alternator(NoiseScales, PyroModule):
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         sigma_x_values = scales.check_sigma_x(sigma_x, self.obs_dim)
         sigma_z_values = scales.check_sigma_z(sigma_z, self.latent_dim)
-        sz2 = scales.largest_square(sigma_z_values)
-        alpha_t = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
-        if alpha_t.numel() == 0 or not torch.isfinite(alpha_t).all():
-            raise ValueError(f"alpha must be a finite float or a non-empty schedule, got {alpha}")
-        if (alpha_t <= 0).any() or (alpha_t + sz2 >= 1).any():
-            raise ValueError(
-                "alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got "
-                f"alpha in [{alpha_t.min().item():.4g}, {alpha_t.max().item():.4g}], "
-                f"largest sigma_z^2 = {sz2:.4g}"
-            )
+        alpha_values = scales.check_alpha(alpha, sigma_z_values)
         if ftn_input not in FTN_INPUTS:
             raise ValueError(f"ftn_input must be one of {FTN_INPUTS}, got {ftn_input!r}")
         # Hyperparameters stay Python floats so that ``.double()`` computes with them exactly;
         # the buffer only tells the model's device and dtype.
-        self.alpha_values = tuple(alpha_t.double().tolist())
+        self.alpha_values = alpha_values
         self.alpha_is_constant = len(self.alpha_values) == 1
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
         self._set_sigma_x(sigma_x_values)

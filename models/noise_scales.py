@@ -20,7 +20,7 @@ from torch import nn
 from alternators_ppl.networks import output_linear
 from alternators_ppl.validation import as_float_tensor
 
-__all__ = ["NoiseScales", "check_sigma_x", "check_sigma_z", "largest_square"]
+__all__ = ["NoiseScales", "check_alpha", "check_sigma_x", "check_sigma_z", "largest_square"]
 
 
 def _check_scale(value, dim: int, name: str, symbol: str, unit: str, upper: float):
@@ -55,6 +55,22 @@ def check_sigma_z(sigma_z, latent_dim: int) -> float | tuple[float, ...]:
 def largest_square(values: float | tuple[float, ...]) -> float:
     """The largest sigma^2 of a checked scale (a float or a tuple)."""
     return max(values) ** 2 if isinstance(values, tuple) else values**2
+
+
+def check_alpha(alpha, sigma_z: float | tuple[float, ...]) -> tuple[float, ...]:
+    """alpha (a float or a schedule (T,)) as a tuple of floats with 0 < alpha_t and
+    alpha_t + sigma_z,d^2 < 1 for every t and coordinate d (``sigma_z`` checked)."""
+    alpha_t = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
+    if alpha_t.numel() == 0 or not torch.isfinite(alpha_t).all():
+        raise ValueError(f"alpha must be a finite float or a non-empty schedule, got {alpha}")
+    sz2 = largest_square(sigma_z)
+    if (alpha_t <= 0).any() or (alpha_t + sz2 >= 1).any():
+        raise ValueError(
+            "alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got "
+            f"alpha in [{alpha_t.min().item():.4g}, {alpha_t.max().item():.4g}], "
+            f"largest sigma_z^2 = {sz2:.4g}"
+        )
+    return tuple(alpha_t.tolist())
 
 
 class _StoredScale:
@@ -164,8 +180,8 @@ class NoiseScales:
         return getattr(NoiseScales, name).from_buffer(self)
 
     def set_noise(self, sigma_x=None, sigma_z=None, alpha=None) -> None:
-        """Replace the stored sigma_x (float or (Dx,)), sigma_z (float or (Dz,)) and constant
-        alpha for good.
+        """Replace the stored sigma_x (float or (Dx,)), sigma_z (float or (Dz,)) and
+        alpha (a float or a schedule (T,)) for good.
 
         The same checks as the constructor (0 < sigma_x < 1, sigma_z > 0, 0 < alpha,
         alpha_t + sigma_z,d^2 < 1 for every alpha_t and coordinate d); ``None`` keeps a value.
@@ -181,16 +197,11 @@ class NoiseScales:
             )
         sx = self.stored_sigma_x() if sigma_x is None else check_sigma_x(sigma_x, self.obs_dim)
         sz = self.stored_sigma_z() if sigma_z is None else check_sigma_z(sigma_z, self.latent_dim)
-        values = () if own else self.alpha_values if alpha is None else (float(alpha),)
-        if any(a <= 0 or a + largest_square(sz) >= 1 for a in values):
-            raise ValueError(
-                f"alpha must satisfy 0 < alpha_t and alpha_t + sigma_z^2 < 1; got alpha={alpha}, "
-                f"sigma_z={sz}"
-            )
+        values = () if own else check_alpha(self.alpha_values if alpha is None else alpha, sz)
         self._set_sigma_x(sx)
         self._set_sigma_z(sz)
         if alpha is not None:
-            self.alpha_values, self.alpha_is_constant = values, True
+            self.alpha_values, self.alpha_is_constant = values, len(values) == 1
 
     def eq12_scale(self):
         """The factor 2 sigma_x^2 sigma_z^2 of Eq. 12 (each square averaged over dimensions when
@@ -250,6 +261,12 @@ class NoiseScales:
         sigma_x (Alternator++: sigma_x^2 < 1 - beta) lowers it, and :meth:`hyperparameters`
         refuses a value at or above it."""
         return 1.0
+
+    @property
+    def calibration_sigma_x_range(self) -> tuple[float, float]:
+        """The sigma_x a calibration may choose: [1e-3, 0.99 min(1, sigma_x_bound)], inside
+        :attr:`sigma_x_bound` with a margin."""
+        return (1e-3, 0.99 * min(1.0, self.sigma_x_bound))
 
     @contextlib.contextmanager
     def hyperparameters(self, sigma_x=None, sigma_z=None, alpha=None) -> Iterator[None]:

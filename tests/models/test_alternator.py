@@ -403,3 +403,15 @@ def test_runs_on_cuda():
     assert model.sample(3, 5)["x"].device.type == "cuda"
     z = model.infer_latents(x)[0]
     assert model.log_joint(x, z).device.type == "cuda"
+
+
+def test_set_noise_takes_a_schedule_with_the_constructors_checks():
+    model = Alternator(2, 3, sigma_z=0.3, hidden=(4,))
+    model.set_noise(alpha=[0.2, 0.3, 0.4])
+    assert model.alpha_values == pytest.approx((0.2, 0.3, 0.4)) and not model.alpha_is_constant
+    for bad in ([0.2, 0.95], [0.0, 0.3], [], float("nan")):  # 0.95 + 0.09 >= 1
+        with pytest.raises(ValueError, match="alpha"):
+            model.set_noise(alpha=bad)
+        with pytest.raises(ValueError, match="alpha"):
+            Alternator(2, 3, sigma_z=0.3, alpha=bad, hidden=(4,))
+    assert Alternator(2, 3, hidden=(4,)).calibration_sigma_x_range == (1e-3, 0.99)
