@@ -8,7 +8,9 @@ are trained by Eq. 12 at the starting scales, and then :func:`calibrate_noise` c
 - sigma_x per observed dimension, as c * sqrt(v_d), where v_d is the filtering one-step
   predictive mean squared residual of dimension d on the validation data and c is one scalar;
 - sigma_z, and alpha = u (1 - sigma_z^2) with u in (0, 1), so alpha + sigma_z^2 < 1 by
-  construction;
+  construction (a sigma_z stored per latent coordinate is scaled as a whole: its largest
+  coordinate takes the grid value, the others keep their ratios to it, and sigma_z in the
+  formula for alpha is that largest one);
 
 by maximising the particle filter's log-marginal likelihood log p^(x_val) (the SMC estimate of
 :func:`alternators_ppl.models.smc.particle_filter`, with a fixed seed so every candidate sees
@@ -179,7 +181,10 @@ def calibrate_noise(
     evaluations = 0
     with _saved(model, layer):
         before = score()
-        sz = max(model.sigma_z_values())  # the search sets one sigma_z for all coordinates
+        # the search scales sigma_z: its largest coordinate takes each grid value, the others
+        # keep their ratios to it (their latent timescales stay ordered as trained)
+        sz = max(model.sigma_z_values())
+        ratios = [v / sz for v in model.sigma_z_values()] if model.sigma_z_per_dim else None
         u = model.alpha_values[0] / (1 - sz**2) if model.alpha_is_constant else 0.3
         c = 1.0
         best = (-math.inf, None)
@@ -191,7 +196,8 @@ def calibrate_noise(
 
             def candidate(c, sz, u, r=r):
                 sx = (c * r).clamp(*sigma_x_range).tolist()
-                return (c, sx, sz, u * (1 - sz**2))
+                scaled = sz if ratios is None else [sz * v for v in ratios]
+                return (c, sx, scaled, u * (1 - sz**2))
 
             coords = ("c", "sigma_z", "u")
             if own_alpha:  # alpha_t is the variant's; sigma_z moves it under the cap
@@ -208,8 +214,9 @@ def calibrate_noise(
                         c, sz, u = cand["c"], cand["sigma_z"], cand["u"]
     if best[1] is None:
         raise ValueError("every candidate gave a non-finite log-marginal on x_val")
-    c, sx, sz, alpha = best[1]
-    _apply(model, layer, base, old_sx, sx, sz, alpha)
+    c, sx, scaled, alpha = best[1]
+    _apply(model, layer, base, old_sx, sx, scaled, alpha)
+    sz = max(model.sigma_z_values())
     return {
         "criterion": "smc_log_marginal_per_entry",
         "sigma_x": [float(v) for v in model.sigma_x_values()],

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from alternators_ppl.evaluation.masked_scoring import holdout_forecast_crps
 from alternators_ppl.inference.calibration import calibrate_noise
 from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.inference.training import fit
@@ -28,6 +29,8 @@ from alternators_ppl.validation import as_float_tensor, check_positive_int
 
 __all__ = [
     "ALTERNATOR_MEMBERS",
+    "LATENT_TIMESCALES",
+    "SPREAD_SIGMA_Z",
     "AlternatorModel",
     "KalmanModel",
     "DMMModel",
@@ -38,6 +41,12 @@ __all__ = [
     "training_options",
     "adaptive_sizes",
 ]
+
+#: the choices of AlternatorModel's ``latent_timescales``
+LATENT_TIMESCALES = ("auto", "given", "spread")
+#: sigma_z of the first and the last latent coordinate under ``latent_timescales="spread"``
+#: (evenly spaced between; at alpha = 0.3 latent decays 0.83 down to 0.24 per step)
+SPREAD_SIGMA_Z = (0.05, 0.8)
 
 #: model variants the job can train, by CLI name
 VARIANTS = {
@@ -74,6 +83,13 @@ class AlternatorModel(_Wrapped):
     the validation SMC log-likelihood per entry (64 particles, fixed seed) has not improved
     for ``patience`` checks, one every ``check_every`` epochs, and the weights of the best
     check are kept; ``epochs`` is the cap. ``chosen`` records every size and scale in use.
+
+    ``latent_timescales``: ``"given"`` trains at ``sigma_z`` (the paper's one sigma_z, so every
+    latent coordinate forgets at the same rate sqrt(1 - alpha - sigma_z^2)); ``"spread"`` at a
+    sigma_z per coordinate from :data:`SPREAD_SIGMA_Z` (low to high: long to short memories,
+    so the OTN can read a trend or a phase from the differences); ``"auto"`` (the default)
+    fits both and keeps the one whose forecasts of the last third of the validation sequences
+    score the lower CRPS (:func:`holdout_forecast_crps`; ``"given"`` without validation data).
     """
 
     name = "alternator"
@@ -94,8 +110,14 @@ class AlternatorModel(_Wrapped):
         calibrate: bool = True,
         patience: int | None = 5,
         check_every: int = 10,
+        latent_timescales: str = "auto",
     ):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        if latent_timescales not in LATENT_TIMESCALES:
+            raise ValueError(
+                f"latent_timescales must be one of {LATENT_TIMESCALES}, got {latent_timescales!r}"
+            )
+        self.latent_timescales = latent_timescales
         self.options = dict(
             latent_dim=latent_dim, hidden=hidden, sigma_x=sigma_x, sigma_z=sigma_z, alpha=alpha
         )
@@ -107,26 +129,55 @@ class AlternatorModel(_Wrapped):
         provisional = adaptive_sizes(self.obs_dim, 20_000)  # rebuilt by fit if the data differ
         self._build(latent_dim or provisional["latent_dim"], hidden or provisional["hidden"])
 
-    def _build(self, latent_dim: int, hidden: int) -> None:
+    def _build(self, latent_dim: int, hidden: int, timescales: str = "given") -> None:
         o = self.options
+        sigma_z = o["sigma_z"]
+        if timescales == "spread":
+            low, high = SPREAD_SIGMA_Z
+            high = min(high, (0.95 * (1 - o["alpha"])) ** 0.5)  # alpha + sigma_z^2 < 1
+            sigma_z = torch.linspace(low, high, latent_dim).tolist()
         self.model = Alternator(
             self.obs_dim,
             latent_dim,
             sigma_x=o["sigma_x"],
-            sigma_z=o["sigma_z"],
+            sigma_z=sigma_z,
             alpha=o["alpha"],
             hidden=(hidden, hidden),
         )
         self.model.to(self.device)
 
     def fit(self, x_train, x_val=None, *, seed: int = 0, budget_s: float | None = None) -> dict:
+        """Train (and calibrate) each candidate of ``latent_timescales`` from ``seed``; keep the
+        best on validation. ``budget_s`` holds for each candidate. Returns the kept
+        candidate's history with ``chosen``."""
         x_train = torch.as_tensor(x_train)
         sizes = adaptive_sizes(self.obs_dim, int(torch.isfinite(x_train).sum()))
         latent_dim = self.options["latent_dim"] or sizes["latent_dim"]
         hidden = self.options["hidden"] or sizes["hidden"]
-        if (latent_dim, hidden) != (self.model.latent_dim, self.model.otn.hidden[0]):
+        candidates = [self.latent_timescales]
+        if self.latent_timescales == "auto":
+            candidates = ["given", "spread"] if x_val is not None else ["given"]
+        kept, scores = None, {}
+        for timescales in candidates:
             torch.manual_seed(seed)
-            self._build(latent_dim, hidden)
+            self._build(latent_dim, hidden, timescales)
+            history = self._fit_one(x_train, x_val, seed, budget_s, sizes["rule"], hidden)
+            if len(candidates) > 1:
+                scores[timescales] = holdout_forecast_crps(self.model, x_val, seed=seed)
+            if kept is None or scores[timescales] < scores[kept[0]]:
+                kept = (timescales, self.model, history, self.chosen)
+        timescales, self.model, history, self.chosen = kept
+        self.chosen["latent_timescales"] = {
+            "mode": self.latent_timescales,
+            "kept": timescales,
+            "validation_crps": scores or None,
+            "criterion": "CRPS of forecasts of the last third of each validation sequence",
+        }
+        return {**history, "chosen": self.chosen}
+
+    def _fit_one(self, x_train, x_val, seed, budget_s, size_rule: str, hidden: int) -> dict:
+        """Eq. 12 with early stopping, then the calibration, of ``self.model``; sets
+        ``self.chosen`` and returns the history."""
         callback, best = None, {}
         if x_val is not None and self.patience:
             x_check = torch.as_tensor(x_val, device=self.model.device, dtype=self.model.dtype)
@@ -152,7 +203,7 @@ class AlternatorModel(_Wrapped):
         self.chosen = {
             "latent_dim": self.model.latent_dim,
             "hidden": hidden,
-            "size_rule": sizes["rule"],
+            "size_rule": size_rule,
             "epochs_cap": self.epochs,
             "epochs_run": history.epochs_run,
             "early_stopping": None
@@ -169,7 +220,7 @@ class AlternatorModel(_Wrapped):
             "sigma_z": self.model.stored_sigma_z(),
             "alpha": self.model.alpha_values[0],
         }
-        return {**history.to_dict(), "chosen": self.chosen}
+        return history.to_dict()
 
     def log_likelihood(self, x, mask=None) -> torch.Tensor:
         """SMC estimate of log p(x^obs) (B,): :meth:`Alternator.log_likelihood` (1,000 particles;

@@ -289,3 +289,16 @@ def test_a_variant_with_a_fixed_schedule_of_its_own_keeps_sigma_z():
                              sweeps=1)  # fmt: skip
     assert report["evaluations"] == len(DEFAULT_GRIDS["c"])
     assert model.sigma_z_values() == pytest.approx([0.1, 0.2]) == list(report["sigma_z"])
+
+
+def test_a_per_coordinate_sigma_z_is_scaled_keeping_its_ratios():
+    """The search moves the largest sigma_z over the grid and the others with it, so the
+    latent timescales keep their order (a spread trained at is not collapsed to one)."""
+    model = _model(sigma_z=[0.1, 0.2, 0.4], latent_dim=3)
+    x, _ = _data(batch=6, steps=16)
+    report = calibrate_noise(model, x, num_particles=32, sweeps=1, grids={"sigma_z": (0.3, 0.6)})
+    chosen = model.sigma_z_values()
+    assert max(chosen) in (pytest.approx(0.3), pytest.approx(0.6))
+    assert chosen == pytest.approx([max(chosen) / 4, max(chosen) / 2, max(chosen)])
+    assert report["sigma_z"] == pytest.approx(chosen)
+    assert report["u"] == pytest.approx(model.alpha_values[0] / (1 - max(chosen) ** 2))
