@@ -47,9 +47,9 @@ def _build(name: str, noise_std: float, epochs: int = 200):
     if name == "kalman":
         return build_model("kalman", 3, em_iters=100)
     sigma_x = 0.3 if name == "alternator-eq12" else noise_std
-    return build_model(
+    return build_model(  # the paper's model: one sigma_z, fixed scales
         "alternator", 3, epochs=epochs, latent_dim=8, hidden=64, sigma_x=sigma_x,
-        calibrate=False, patience=None,
+        calibrate=False, patience=None, latent_timescales="given",
     )
 
 
