@@ -29,7 +29,7 @@ from alternators_ppl.experiments.file_task import (
 )
 from alternators_ppl.experiments.forecast import add_forecast_parser, forecast_command
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
-from alternators_ppl.experiments.registry import MODEL_NAMES, VARIANTS
+from alternators_ppl.experiments.registry import LATENT_TIMESCALES, MODEL_NAMES, VARIANTS
 from alternators_ppl.experiments.sst import add_sst_parser, sst_command
 from alternators_ppl.models.smc_moves import DIAGNOSE_SWEEPS
 
@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--members", type=_positive_int, help="networks in the alternator's ensemble (default 5)"
     )
+    compare.add_argument(
+        "--latent-timescales",
+        choices=LATENT_TIMESCALES,
+        help="the alternator's latent memories (default auto: chosen on validation)",
+    )
     add_series_arguments(compare, _positive_int)
     add_forecast_parser(commands, _positive_int, _positive_float, _add_run_arguments)
     add_sst_parser(commands, _positive_int, _positive_float, _add_run_arguments)
@@ -229,7 +234,7 @@ def _compare(args) -> tuple[str, object]:
         return compare_file_command(args)
     reject_series_options(args)
     overrides = {"task": args.task, "device": args.device}
-    for key in ("models", "seeds", "budget_s", "epochs", "members"):
+    for key in ("models", "seeds", "budget_s", "epochs", "members", "latent_timescales"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)

@@ -36,6 +36,7 @@ from alternators_ppl.experiments.registry import (
     DEFAULT_MODELS,
     MODEL_NAMES,
     build_model,
+    check_alternator_options,
     training_options,
 )
 from alternators_ppl.runs import (
@@ -46,7 +47,6 @@ from alternators_ppl.runs import (
     write_json,
 )
 from alternators_ppl.seeding import seed_everything
-from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "CompareConfig",
@@ -75,6 +75,7 @@ class CompareConfig:
     budget_s: float = 900.0  # a wall-clock safety cap; the training budget is ``epochs``
     epochs: int = 200
     members: int = ALTERNATOR_MEMBERS  # networks in the alternator's ensemble
+    latent_timescales: str = "auto"  # the alternator's: auto, given or spread
     num_train: int = 64
     num_val: int = 16
     num_test: int = 32
@@ -86,7 +87,7 @@ class CompareConfig:
     throughput_draws: int = 100  # free-running draws of 1,000 steps timed per model
 
     def __post_init__(self):
-        check_positive_int(self.members, "members")
+        check_alternator_options(self.members, self.latent_timescales)
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
         unknown = [m for m in self.models if m not in MODEL_NAMES]
@@ -104,6 +105,7 @@ class CompareConfig:
             seeds=1,
             epochs=2,
             members=1,
+            latent_timescales="given",
             budget_s=60.0,
             num_train=8,
             num_val=4,
@@ -267,7 +269,7 @@ def run_comparison(
             outcome = score_models(
                 cfg.models, task, seed, device,
                 lambda m, t, s, d: _evaluate(m, t, cfg, s, d),
-                lambda name: training_options(name, cfg.epochs, cfg.members),
+                lambda name: training_options(name, cfg.epochs, cfg.members, cfg.latent_timescales),
             )  # fmt: skip
             for model_name, (result, draws) in outcome.items():
                 raw[model_name].append(result)

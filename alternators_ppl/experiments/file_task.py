@@ -44,6 +44,7 @@ from alternators_ppl.experiments.compare import (
 from alternators_ppl.experiments.registry import (
     ALTERNATOR_MEMBERS,
     MODEL_NAMES,
+    check_alternator_options,
     training_options,
 )
 from alternators_ppl.models.differenced import Differenced
@@ -55,7 +56,6 @@ from alternators_ppl.runs import (
     stage_run_folder,
     write_json,
 )
-from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "BUILTIN_SERIES",
@@ -126,6 +126,7 @@ class FileCompareConfig:
     budget_s: float = 60.0
     epochs: int = 200
     members: int = ALTERNATOR_MEMBERS  # networks in the alternator's ensemble
+    latent_timescales: str = "auto"  # the alternator's: auto, given or spread
     num_samples: int = 200
     missing_fraction: float = 0.3
     covariates: tuple[str, ...] | None = None
@@ -133,7 +134,7 @@ class FileCompareConfig:
 
     def __post_init__(self):
         check_difference(self)
-        check_positive_int(self.members, "members")
+        check_alternator_options(self.members, self.latent_timescales)
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         if unknown or not self.models:
             raise ValueError(f"models must be a non-empty subset of {MODEL_NAMES}, got {unknown}")
@@ -147,7 +148,9 @@ class FileCompareConfig:
     def quick(cls, path: str, **overrides) -> FileCompareConfig:
         """Seconds-long smoke settings (1 seed, 2 epochs, one network, 20 draws); the numbers
         mean nothing."""
-        small = dict(seeds=1, epochs=2, members=1, budget_s=5.0, num_samples=20)
+        small = dict(
+            seeds=1, epochs=2, members=1, latent_timescales="given", budget_s=5.0, num_samples=20
+        )
         return replace(cls(path), **{**small, **overrides})
 
 
@@ -342,7 +345,9 @@ def run_file_comparison(
             outcome = score_models(
                 cfg.models, split, seed, device,
                 lambda m, data, s, d: _evaluate(m, data, chosen, s, d),
-                lambda model_name: training_options(model_name, cfg.epochs, cfg.members),
+                lambda model_name: training_options(
+                    model_name, cfg.epochs, cfg.members, cfg.latent_timescales
+                ),
             )  # fmt: skip
             for model_name, (result, extra) in outcome.items():
                 raw[model_name].append(result)
@@ -571,7 +576,7 @@ def compare_file_command(args) -> tuple[str, Path]:
         )
     overrides = series_options(args)
     overrides["device"] = args.device
-    for key in ("models", "seeds", "budget_s", "epochs", "members"):
+    for key in ("models", "seeds", "budget_s", "epochs", "members", "latent_timescales"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if getattr(args, "split_at", None) is not None:

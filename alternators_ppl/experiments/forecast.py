@@ -41,8 +41,10 @@ from alternators_ppl.experiments.file_task import (
 )
 from alternators_ppl.experiments.registry import (
     ALTERNATOR_MEMBERS,
+    LATENT_TIMESCALES,
     MODEL_NAMES,
     build_model,
+    check_alternator_options,
     training_options,
 )
 from alternators_ppl.models.differenced import Differenced
@@ -54,7 +56,6 @@ from alternators_ppl.runs import (
     write_json,
 )
 from alternators_ppl.seeding import seed_everything
-from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "ForecastConfig",
@@ -85,6 +86,7 @@ class ForecastConfig:
     budget_s: float = 60.0
     epochs: int = 200
     members: int = ALTERNATOR_MEMBERS  # networks in the alternator's ensemble
+    latent_timescales: str = "auto"  # the alternator's: auto, given or spread
     num_samples: int = 500
     quantiles: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
     covariates: tuple[str, ...] | None = None
@@ -98,7 +100,7 @@ class ForecastConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not all(0.0 < q < 1.0 for q in self.quantiles) or not self.quantiles:
             raise ValueError(f"quantiles must lie in (0, 1), got {self.quantiles}")
-        check_positive_int(self.members, "members")
+        check_alternator_options(self.members, self.latent_timescales)
         if self.num_samples < 2 or self.budget_s <= 0:
             raise ValueError(
                 f"num_samples must be >= 2 and budget_s > 0, got {self.num_samples}, "
@@ -109,7 +111,7 @@ class ForecastConfig:
     def quick(cls, path: str, **overrides) -> ForecastConfig:
         """Seconds-long smoke settings (2 epochs, one network, 50 draws); the forecast means
         nothing."""
-        small = dict(epochs=2, members=1, budget_s=5.0, num_samples=50)
+        small = dict(epochs=2, members=1, latent_timescales="given", budget_s=5.0, num_samples=50)
         return replace(cls(path), **{**small, **overrides})
 
 
@@ -266,7 +268,7 @@ def run_forecast(
     final, run = stage_run_folder(runs_dir, name, overwrite)
     try:
         seed_everything(cfg.seed)
-        options = training_options(cfg.model, cfg.epochs, cfg.members)
+        options = training_options(cfg.model, cfg.epochs, cfg.members, cfg.latent_timescales)
         model = build_model(cfg.model, x.shape[-1], device=device, **options)
         difference = resolve_difference(cfg, x_train, x_val)
         if difference["difference"]:
@@ -346,6 +348,11 @@ def add_forecast_parser(commands, positive_int, positive_float, add_run_argument
     parser.add_argument(
         "--members", type=positive_int, help="networks in the alternator's ensemble (default 5)"
     )
+    parser.add_argument(
+        "--latent-timescales",
+        choices=LATENT_TIMESCALES,
+        help="the alternator's latent memories (default auto: chosen on validation)",
+    )
     parser.add_argument("--samples", type=positive_int, help="forecast draws (default 500)")
     from alternators_ppl.experiments.file_task import add_series_arguments
 
@@ -362,7 +369,7 @@ def forecast_command(args) -> tuple[str, Path]:
     overrides = series_options(args)
     overrides.update(model=args.model, seed=args.seed, device=args.device)
     fields = (("budget_s", "budget_s"), ("epochs", "epochs"), ("members", "members"),
-              ("samples", "num_samples"))  # fmt: skip
+              ("latent_timescales", "latent_timescales"), ("samples", "num_samples"))  # fmt: skip
     for key, field in fields:
         if getattr(args, key, None) is not None:
             overrides[field] = getattr(args, key)

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "VARIANTS",
     "build_model",
+    "check_alternator_options",
     "training_options",
     "adaptive_sizes",
 ]
@@ -113,10 +114,7 @@ class AlternatorModel(_Wrapped):
         latent_timescales: str = "auto",
     ):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
-        if latent_timescales not in LATENT_TIMESCALES:
-            raise ValueError(
-                f"latent_timescales must be one of {LATENT_TIMESCALES}, got {latent_timescales!r}"
-            )
+        check_alternator_options(1, latent_timescales)
         self.latent_timescales = latent_timescales
         self.options = dict(
             latent_dim=latent_dim, hidden=hidden, sigma_x=sigma_x, sigma_z=sigma_z, alpha=alpha
@@ -353,12 +351,24 @@ MODEL_NAMES = tuple(_BUILDERS)
 DEFAULT_MODELS = ("alternator", "kalman", "dmm", "persistence", "climatology")
 
 
-def training_options(name: str, epochs: int, members: int = ALTERNATOR_MEMBERS) -> dict:
+def check_alternator_options(members: int, latent_timescales: str) -> None:
+    """One-line errors naming ``members`` (a positive int) or ``latent_timescales`` (one of
+    :data:`LATENT_TIMESCALES`), the alternator's options of the commands."""
+    check_positive_int(members, "members")
+    if latent_timescales not in LATENT_TIMESCALES:
+        raise ValueError(
+            f"latent_timescales must be one of {LATENT_TIMESCALES}, got {latent_timescales!r}"
+        )
+
+
+def training_options(
+    name: str, epochs: int, members: int = ALTERNATOR_MEMBERS, latent_timescales: str = "auto"
+) -> dict:
     """The constructor options that the commands set from their ``--epochs`` (and, for the
-    ``alternator``, ``--members``): the epoch cap of trained models, half of it as the Kalman
-    filter's EM iterations, nothing for the naive models."""
+    ``alternator``, ``--members`` and ``--latent-timescales``): the epoch cap of trained
+    models, half of it as the Kalman filter's EM iterations, nothing for the naive models."""
     if name == "alternator":
-        return {"epochs": epochs, "members": members}
+        return {"epochs": epochs, "members": members, "latent_timescales": latent_timescales}
     if name in ("dmm", "mamba", "neural-ode", "diffusion"):
         return {"epochs": epochs}
     if name == "kalman":

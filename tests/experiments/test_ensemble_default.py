@@ -28,6 +28,7 @@ def test_the_default_alternator_is_an_ensemble_of_alternator_models():
     assert model.name == "alternator" and model.has_likelihood_estimate
     assert isinstance(build_model("alternator", 2, members=1), AlternatorModel)
     assert training_options("kalman", 10) == {"em_iters": 5}
+    assert model.members[0].latent_timescales == "auto"
 
 
 def _csv(path):
@@ -57,10 +58,15 @@ def test_members_reach_compare_and_forecast_records(tmp_path, capsys):
     assert [c["calibration"]["criterion"] for c in chosen["per_member"]] == [
         "smc_log_marginal_per_entry"
     ] * 2
-    assert main(["forecast", str(path), "--name", "f", *common]) == 0
+    assert results["config"]["latent_timescales"] == "given"  # --quick: the paper's one sigma_z
+    assert [c["latent_timescales"]["kept"] for c in chosen["per_member"]] == ["given"] * 2
+    spread = ["--latent-timescales", "spread"]
+    assert main(["forecast", str(path), "--name", "f", *spread, *common]) == 0
     summary = json.loads((runs / "f" / "forecast.json").read_text())
     assert summary["config"]["members"] == 2
     assert summary["history"]["chosen"]["members"] == 2
+    kept = [c["latent_timescales"]["kept"] for c in summary["history"]["chosen"]["per_member"]]
+    assert summary["config"]["latent_timescales"] == "spread" and kept == ["spread"] * 2
 
 
 def test_bad_member_count_is_one_line(tmp_path, capsys):
@@ -71,3 +77,5 @@ def test_bad_member_count_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "--members" in err
     with pytest.raises(ValueError, match="members"):
         FileCompareConfig(str(path), members=0)
+    with pytest.raises(ValueError, match="latent_timescales"):
+        FileCompareConfig(str(path), latent_timescales="many")
