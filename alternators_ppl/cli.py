@@ -29,7 +29,7 @@ from alternators_ppl.experiments.file_task import (
 )
 from alternators_ppl.experiments.forecast import add_forecast_parser, forecast_command
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, format_summary, run_lorenz_job
-from alternators_ppl.experiments.registry import LATENT_TIMESCALES, MODEL_NAMES, VARIANTS
+from alternators_ppl.experiments.registry import MODEL_NAMES, VARIANTS, add_alternator_arguments
 from alternators_ppl.experiments.sst import add_sst_parser, sst_command
 from alternators_ppl.models.smc_moves import DIAGNOSE_SWEEPS
 
@@ -133,14 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wall-clock safety cap on training seconds per model (the budget is --epochs)",
     )
     compare.add_argument("--epochs", type=_positive_int, help="epoch cap of trained models")
-    compare.add_argument(
-        "--members", type=_positive_int, help="networks in the alternator's ensemble (default 5)"
-    )
-    compare.add_argument(
-        "--latent-timescales",
-        choices=LATENT_TIMESCALES,
-        help="the alternator's latent memories (default auto: chosen on validation)",
-    )
+    add_alternator_arguments(compare, _positive_int)
     add_series_arguments(compare, _positive_int)
     add_forecast_parser(commands, _positive_int, _positive_float, _add_run_arguments)
     add_sst_parser(commands, _positive_int, _positive_float, _add_run_arguments)

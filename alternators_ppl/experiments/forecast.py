@@ -41,8 +41,8 @@ from alternators_ppl.experiments.file_task import (
 )
 from alternators_ppl.experiments.registry import (
     ALTERNATOR_MEMBERS,
-    LATENT_TIMESCALES,
     MODEL_NAMES,
+    add_alternator_arguments,
     build_model,
     check_alternator_options,
     training_options,
@@ -345,14 +345,7 @@ def add_forecast_parser(commands, positive_int, positive_float, add_run_argument
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and draws")
     parser.add_argument("--budget-s", type=positive_float, help="training seconds")
     parser.add_argument("--epochs", type=positive_int, help="epoch cap")
-    parser.add_argument(
-        "--members", type=positive_int, help="networks in the alternator's ensemble (default 5)"
-    )
-    parser.add_argument(
-        "--latent-timescales",
-        choices=LATENT_TIMESCALES,
-        help="the alternator's latent memories (default auto: chosen on validation)",
-    )
+    add_alternator_arguments(parser, positive_int)
     parser.add_argument("--samples", type=positive_int, help="forecast draws (default 500)")
     from alternators_ppl.experiments.file_task import add_series_arguments
 

@@ -37,6 +37,7 @@ __all__ = [
     "MODEL_NAMES",
     "DEFAULT_MODELS",
     "VARIANTS",
+    "add_alternator_arguments",
     "build_model",
     "check_alternator_options",
     "training_options",
@@ -349,6 +350,18 @@ MODEL_NAMES = tuple(_BUILDERS)
 #: what ``compare`` runs unless told otherwise: the comparators (mamba, neural-ode, diffusion)
 #: are opt-in with ``--models``, being slow to train and (diffusion) to sample on a CPU
 DEFAULT_MODELS = ("alternator", "kalman", "dmm", "persistence", "climatology")
+
+
+def add_alternator_arguments(parser, positive_int) -> None:
+    """``--members`` and ``--latent-timescales`` on a command's argparse ``parser``."""
+    parser.add_argument(
+        "--members", type=positive_int, help="networks in the alternator's ensemble (default 5)"
+    )
+    parser.add_argument(
+        "--latent-timescales",
+        choices=LATENT_TIMESCALES,
+        help="the alternator's latent memories (default auto: chosen on validation)",
+    )
 
 
 def check_alternator_options(members: int, latent_timescales: str) -> None:
