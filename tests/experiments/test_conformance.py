@@ -8,7 +8,7 @@ from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
 from alternators_ppl.models import SequenceModel
 
 OPTIONS = {
-    "alternator": {"epochs": 2},
+    "alternator": {"epochs": 2, "members": 2},  # an Ensemble choosing its timescales, smaller
     "dmm": {"epochs": 2},
     "kalman": {"em_iters": 2},
     "mamba": {"epochs": 2, "d_model": 8, "d_state": 4},

@@ -89,8 +89,10 @@ def test_covariate_run_beats_the_run_without_it_on_held_out_data(
         return window
 
     monkeypatch.setattr(cov, "covariate_window", spy)
+    # one network at the paper's sigma_z: the covariate is the point, not the ensemble
     common = dict(columns=("y",), context=8, horizon=2, seeds=1, epochs=epochs, budget_s=300.0,
-                  models=(model,), num_samples=100)  # fmt: skip
+                  models=(model,), num_samples=100, members=1,
+                  latent_timescales="given")  # fmt: skip
     results = {}
     for name, covariates in (("with", ("c",)), ("without", None)):
         cfg = FileCompareConfig(str(tmp_path / "s.csv"), covariates=covariates, **common)
