@@ -94,6 +94,7 @@ def test_kalman_beats_or_ties_alternator_on_linear_gaussian_data(tmp_path):
         seeds=1,
         epochs=100,
         budget_s=30.0,
+        members=1,  # one network (choosing its timescales): the time of two fits, not ten
         num_train=32,
         num_test=16,
         num_samples=100,
