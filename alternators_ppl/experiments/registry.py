@@ -160,11 +160,11 @@ class AlternatorModel(_Wrapped):
         for timescales in candidates:
             torch.manual_seed(seed)
             self._build(latent_dim, hidden, timescales)
-            history = self._fit_one(x_train, x_val, seed, budget_s, sizes["rule"], hidden)
+            history, chosen = self._fit_one(x_train, x_val, seed, budget_s, sizes["rule"], hidden)
             if len(candidates) > 1:
                 scores[timescales] = holdout_forecast_crps(self.model, x_val, seed=seed)
             if kept is None or scores[timescales] < scores[kept[0]]:
-                kept = (timescales, self.model, history, self.chosen)
+                kept = (timescales, self.model, history, chosen)
         timescales, self.model, history, self.chosen = kept
         self.chosen["latent_timescales"] = {
             "mode": self.latent_timescales,
@@ -174,9 +174,9 @@ class AlternatorModel(_Wrapped):
         }
         return {**history, "chosen": self.chosen}
 
-    def _fit_one(self, x_train, x_val, seed, budget_s, size_rule: str, hidden: int) -> dict:
-        """Eq. 12 with early stopping, then the calibration, of ``self.model``; sets
-        ``self.chosen`` and returns the history."""
+    def _fit_one(self, x_train, x_val, seed, budget_s, size_rule: str, hidden: int):
+        """Eq. 12 with early stopping, then the calibration, of ``self.model``; returns
+        (history, what was chosen)."""
         callback, best = None, {}
         if x_val is not None and self.patience:
             x_check = torch.as_tensor(x_val, device=self.model.device, dtype=self.model.dtype)
@@ -199,7 +199,7 @@ class AlternatorModel(_Wrapped):
         calibration = None
         if self.calibrate and x_val is not None:
             calibration = calibrate_noise(self.model, x_val, seed=seed)
-        self.chosen = {
+        chosen = {
             "latent_dim": self.model.latent_dim,
             "hidden": hidden,
             "size_rule": size_rule,
@@ -219,7 +219,7 @@ class AlternatorModel(_Wrapped):
             "sigma_z": self.model.stored_sigma_z(),
             "alpha": self.model.alpha_values[0],
         }
-        return history.to_dict()
+        return history.to_dict(), chosen
 
     def log_likelihood(self, x, mask=None) -> torch.Tensor:
         """SMC estimate of log p(x^obs) (B,): :meth:`Alternator.log_likelihood` (1,000 particles;
