@@ -42,6 +42,7 @@ __all__ = [
     "check_alternator_options",
     "training_options",
     "adaptive_sizes",
+    "distinct_observed_entries",
 ]
 
 #: the choices of AlternatorModel's ``latent_timescales``
@@ -81,7 +82,9 @@ class AlternatorModel(_Wrapped):
     scales of the paper).
 
     Sizes adapt to the data unless given (:func:`adaptive_sizes`): ``latent_dim`` and
-    ``hidden`` from Dx and the number of observed training entries. Training stops early when
+    ``hidden`` from Dx and the number of distinct observed training entries
+    (:func:`distinct_observed_entries`: overlapping windows of one series count each step
+    once). Training stops early when
     the validation SMC log-likelihood per entry (64 particles, fixed seed) has not improved
     for ``patience`` checks, one every ``check_every`` epochs, and the weights of the best
     check are kept; ``epochs`` is the cap. ``chosen`` records every size and scale in use.
@@ -150,7 +153,7 @@ class AlternatorModel(_Wrapped):
         best on validation. ``budget_s`` holds for each candidate. Returns the kept
         candidate's history with ``chosen``."""
         x_train = torch.as_tensor(x_train)
-        sizes = adaptive_sizes(self.obs_dim, int(torch.isfinite(x_train).sum()))
+        sizes = adaptive_sizes(self.obs_dim, distinct_observed_entries(x_train))
         latent_dim = self.options["latent_dim"] or sizes["latent_dim"]
         hidden = self.options["hidden"] or sizes["hidden"]
         candidates = [self.latent_timescales]
@@ -285,15 +288,39 @@ class DMMModel(_Wrapped):
         return history.to_dict()
 
 
+def distinct_observed_entries(x) -> int:
+    """Observed (finite) entries of x (B, T, D), the steps that a window shares with the window
+    before it (window b equal to window b - 1 moved on by some shift, as windows cut from one
+    series are) counted once. Niño's 525 training windows of 36 months hold 75,600 entries
+    of 2,240 distinct ones; independent sequences keep all of theirs."""
+    x = torch.as_tensor(x)
+    observed, steps = torch.isfinite(x), x.shape[1]
+    filled = torch.nan_to_num(x, nan=math.inf)  # a missing entry matches a missing entry
+    # starts[b - 1, s]: step s of window b - 1 equals the first step of window b
+    starts = (filled[:-1] == filled[1:, :1]).all(-1)
+    total = int(observed[0].sum())
+    for b, candidates in enumerate(starts, start=1):
+        shift = next(
+            (
+                s
+                for s in candidates.nonzero().flatten().tolist()
+                if s >= 1 and torch.equal(filled[b, : steps - s], filled[b - 1, s:])
+            ),
+            steps,
+        )
+        total += int(observed[b, steps - shift :].sum())
+    return total
+
+
 def adaptive_sizes(obs_dim: int, num_entries: int) -> dict:
     """Latent size and width from the data (the documented rule of :class:`AlternatorModel`):
-    latent_dim = clip(2 Dx + 2, 8, 32); hidden = 32 under 20,000 observed training entries,
-    64 under 200,000, else 128. Returns {"latent_dim", "hidden", "rule"}."""
+    latent_dim = clip(2 Dx + 2, 8, 32); hidden = 32 under 20,000 distinct observed training
+    entries, 64 under 200,000, else 128. Returns {"latent_dim", "hidden", "rule"}."""
     latent = min(max(2 * obs_dim + 2, 8), 32)
     hidden = 32 if num_entries < 20_000 else 64 if num_entries < 200_000 else 128
     rule = (
         f"latent_dim = clip(2 Dx + 2, 8, 32) = {latent} (Dx = {obs_dim}); hidden = {hidden} "
-        f"for {num_entries} observed training entries (32 < 2e4 <= 64 < 2e5 <= 128)"
+        f"for {num_entries} distinct observed training entries (32 < 2e4 <= 64 < 2e5 <= 128)"
     )
     return {"latent_dim": latent, "hidden": hidden, "rule": rule}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import numpy as np
 import torch
 
 from alternators_ppl.inference import calibrate_noise, fit
@@ -233,6 +234,30 @@ def test_adaptive_sizes_rule():
     assert adaptive_sizes(4, 2_000)["hidden"] == 32 and adaptive_sizes(4, 2_000)["latent_dim"] == 10
     assert adaptive_sizes(300, 10**6) == {**adaptive_sizes(300, 10**6), "latent_dim": 32,
                                           "hidden": 128}
+
+
+def _windows(series: np.ndarray, length: int, stride: int) -> tuple[np.ndarray, set]:
+    """Windows of ``series`` (T, D) and the set of step indices they cover."""
+    starts = range(0, len(series) - length + 1, stride)
+    covered = {t for s in starts for t in range(s, s + length)}
+    return np.stack([series[s : s + length] for s in starts]), covered
+
+
+@pytest.mark.parametrize("stride", [1, 3, 12])
+def test_distinct_observed_entries_counts_each_step_of_a_series_once(stride):
+    from alternators_ppl.experiments.registry import adaptive_sizes, distinct_observed_entries
+
+    rng = np.random.default_rng(stride)
+    # rounded 1-D values repeat (as yearly sunspot numbers do): equal rows are not overlap
+    series = rng.integers(0, 3, size=(400, 2)).astype(float)
+    series[[5, 17, 200], [0, 1, 0]] = np.nan  # missing entries are not counted
+    windows, covered = _windows(series, 36, stride)
+    truth = int(np.isfinite(series[sorted(covered)]).sum())  # by index bookkeeping
+    assert distinct_observed_entries(torch.as_tensor(windows)) == truth
+    if stride == 1:  # 365 windows of 36 steps: 26,280 entries of which 800 - 3 distinct
+        assert windows.size == 26_280 and adaptive_sizes(2, truth)["hidden"] == 32
+    independent = rng.standard_normal((20, 36, 2))  # separate sequences keep every entry
+    assert distinct_observed_entries(torch.as_tensor(independent)) == independent.size
 
 
 @pytest.mark.slow
