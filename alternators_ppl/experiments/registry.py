@@ -42,6 +42,8 @@ __all__ = [
     "check_alternator_options",
     "training_options",
     "adaptive_sizes",
+    "keep_better_timescales",
+    "spread_sigma_z",
     "distinct_observed_entries",
 ]
 
@@ -133,11 +135,7 @@ class AlternatorModel(_Wrapped):
 
     def _build(self, latent_dim: int, hidden: int, timescales: str = "given") -> None:
         o = self.options
-        sigma_z = o["sigma_z"]
-        if timescales == "spread":
-            low, high = SPREAD_SIGMA_Z
-            high = min(high, (0.95 * (1 - o["alpha"])) ** 0.5)  # alpha + sigma_z^2 < 1
-            sigma_z = torch.linspace(low, high, latent_dim).tolist()
+        sigma_z = spread_sigma_z(latent_dim, o["alpha"]) if timescales == "spread" else o["sigma_z"]
         self.model = Alternator(
             self.obs_dim,
             latent_dim,
@@ -156,25 +154,16 @@ class AlternatorModel(_Wrapped):
         sizes = adaptive_sizes(self.obs_dim, distinct_observed_entries(x_train))
         latent_dim = self.options["latent_dim"] or sizes["latent_dim"]
         hidden = self.options["hidden"] or sizes["hidden"]
-        candidates = [self.latent_timescales]
-        if self.latent_timescales == "auto":
-            candidates = ["given", "spread"] if x_val is not None else ["given"]
-        kept, scores = None, {}
-        for timescales in candidates:
+
+        def train(timescales: str):
             torch.manual_seed(seed)
             self._build(latent_dim, hidden, timescales)
             history, chosen = self._fit_one(x_train, x_val, seed, budget_s, sizes["rule"], hidden)
-            if len(candidates) > 1:
-                scores[timescales] = holdout_forecast_crps(self.model, x_val, seed=seed)
-            if kept is None or scores[timescales] < scores[kept[0]]:
-                kept = (timescales, self.model, history, chosen)
-        timescales, self.model, history, self.chosen = kept
-        self.chosen["latent_timescales"] = {
-            "mode": self.latent_timescales,
-            "kept": timescales,
-            "validation_crps": scores or None,
-            "criterion": "CRPS of forecasts of the last third of each validation sequence",
-        }
+            return self.model, (self.model, history, chosen)
+
+        kept, record = keep_better_timescales(self.latent_timescales, train, x_val, seed)
+        self.model, history, self.chosen = kept
+        self.chosen["latent_timescales"] = record
         return {**history, "chosen": self.chosen}
 
     def _fit_one(self, x_train, x_val, seed, budget_s, size_rule: str, hidden: int):
@@ -286,6 +275,42 @@ class DMMModel(_Wrapped):
             budget_s=budget_s,
         )
         return history.to_dict()
+
+
+def spread_sigma_z(latent_dim: int, alpha: float) -> list[float]:
+    """The ``"spread"`` latent timescales: a sigma_z per latent coordinate (latent_dim,), evenly
+    from ``SPREAD_SIGMA_Z[0]`` to ``SPREAD_SIGMA_Z[1]``, the top lowered to
+    sqrt(0.95 (1 - alpha)) when needed so that alpha + sigma_z^2 < 1."""
+    low, high = SPREAD_SIGMA_Z
+    high = min(high, (0.95 * (1 - alpha)) ** 0.5)
+    return torch.linspace(low, high, latent_dim).tolist()
+
+
+def keep_better_timescales(mode: str, train, x_val, seed: int) -> tuple[object, dict]:
+    """Train each candidate of ``mode`` by ``train(timescales) -> (alternator, result)`` and
+    keep the better: ``"auto"`` tries ``"given"`` and ``"spread"`` (``"given"`` alone without
+    ``x_val``) and keeps the one whose forecasts of the last third of each sequence of x_val
+    (B, T, Dx) score the lower CRPS (:func:`holdout_forecast_crps`, ``seed``); another mode is
+    trained as it is. Returns (the kept ``result``, a record: mode, kept, validation_crps,
+    criterion)."""
+    check_alternator_options(1, mode)
+    candidates = [mode]
+    if mode == "auto":
+        candidates = ["given", "spread"] if x_val is not None else ["given"]
+    kept, scores = None, {}
+    for timescales in candidates:
+        alternator, result = train(timescales)
+        if len(candidates) > 1:
+            scores[timescales] = holdout_forecast_crps(alternator, x_val, seed=seed)
+        if kept is None or scores[timescales] < scores[kept[0]]:
+            kept = (timescales, result)
+    record = {
+        "mode": mode,
+        "kept": kept[0],
+        "validation_crps": scores or None,
+        "criterion": "CRPS of forecasts of the last third of each validation sequence",
+    }
+    return kept[1], record
 
 
 def distinct_observed_entries(x) -> int:

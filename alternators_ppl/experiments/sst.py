@@ -31,7 +31,13 @@ from alternators_ppl import distributed
 from alternators_ppl.data.readers import Series
 from alternators_ppl.data.splits import split_series
 from alternators_ppl.evaluation.masked_scoring import score_masked_forecast
-from alternators_ppl.experiments.registry import KalmanModel
+from alternators_ppl.experiments.registry import (
+    LATENT_TIMESCALES,
+    KalmanModel,
+    check_alternator_options,
+    keep_better_timescales,
+    spread_sigma_z,
+)
 from alternators_ppl.grid_networks import GridDecoder, GridEncoder
 from alternators_ppl.inference.training import fit
 from alternators_ppl.models.alternator import Alternator
@@ -73,14 +79,19 @@ class SSTConfig:
     seeds: int = 1
     device: str = "cpu"
     calibrate: bool = True  # select the noise scales on validation (fit's calibrate="auto")
+    latent_timescales: str = "auto"  # auto (chosen on validation), given or spread
+
+    def __post_init__(self):
+        check_alternator_options(1, self.latent_timescales)
 
     @classmethod
     def quick(cls, **overrides) -> SSTConfig:
         """Seconds-long smoke settings (3 tiles, 2 epochs, 20 draws, no noise calibration);
         the numbers mean nothing."""
         small = dict(
-            max_tiles=3, epochs=2, budget_s=10.0, num_samples=20, pca_components=4, calibrate=False
-        )
+            max_tiles=3, epochs=2, budget_s=10.0, num_samples=20, pca_components=4,
+            calibrate=False, latent_timescales="given",
+        )  # fmt: skip
         return replace(cls(), **{**small, **overrides})
 
 
@@ -190,15 +201,44 @@ def spread_skill(samples, future) -> list:
     return (spread / skill).tolist()
 
 
-def _conv_alternator(cfg: SSTConfig, device) -> Alternator:
+def _conv_alternator(cfg: SSTConfig, device, timescales: str = "given") -> Alternator:
+    """The convolutional Alternator at the paper's sigma_z (``"given"``) or at the ``"spread"``
+    latent timescales (:func:`~alternators_ppl.experiments.registry.spread_sigma_z`)."""
     shape = (cfg.tile, cfg.tile)
+    alpha = 0.3
     model = Alternator(
         cfg.tile * cfg.tile,
         cfg.latent_dim,
+        sigma_z=spread_sigma_z(cfg.latent_dim, alpha) if timescales == "spread" else 0.1,
+        alpha=alpha,
         otn=GridDecoder(cfg.latent_dim, shape, cfg.channels),
         ftn=GridEncoder(shape, cfg.latent_dim, cfg.channels),
     )
     return model.to(device)
+
+
+def _fit_conv_alternator(cfg: SSTConfig, split, seed: int, device) -> tuple[Alternator, dict]:
+    """Eq. 12 and the noise calibration of the convolutional Alternator at each candidate of
+    ``cfg.latent_timescales``; returns the kept model and the record of the choice."""
+
+    def train(timescales: str):
+        seed_everything(seed)
+        model = _conv_alternator(cfg, device, timescales)
+        fit(
+            model,
+            split.x_train,
+            x_val=split.x_val,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            progress=False,
+            budget_s=cfg.budget_s,
+            calibrate="auto" if cfg.calibrate else False,
+        )
+        return model, model
+
+    return keep_better_timescales(cfg.latent_timescales, train, split.x_val, seed)
 
 
 def _peak_rss_mb() -> float:
@@ -261,20 +301,9 @@ def run_sst(
             for model_name in MODELS:
                 seed_everything(seed)
                 tic = time.perf_counter()
+                chosen = None
                 if model_name == "alternator-conv":
-                    model = _conv_alternator(cfg, device)
-                    fit(
-                        model,
-                        split.x_train,
-                        x_val=split.x_val,
-                        epochs=cfg.epochs,
-                        lr=cfg.lr,
-                        batch_size=cfg.batch_size,
-                        seed=seed,
-                        progress=False,
-                        budget_s=cfg.budget_s,
-                        calibrate="auto" if cfg.calibrate else False,
-                    )
+                    model, chosen = _fit_conv_alternator(cfg, split, seed, device)
                     with torch.no_grad():
                         draws = model.forecast(
                             torch.as_tensor(past, device=device), cfg.horizon, cfg.num_samples
@@ -309,6 +338,7 @@ def run_sst(
                         "coverage_90": data["coverage_90"],
                         "spread_skill": spread_skill(kelvin, truth_k),
                         "seconds": seconds,
+                        **({"latent_timescales": chosen} if chosen else {}),
                     }
                 )
                 timing[model_name].append(seconds)
@@ -394,6 +424,11 @@ def add_sst_parser(commands, positive_int, positive_float, add_run_arguments) ->
     parser.add_argument("--samples", type=positive_int, help="forecast draws (default 100)")
     parser.add_argument("--seeds", type=positive_int, help="number of seeds (default 1)")
     parser.add_argument("--tiles", type=positive_int, help="use at most this many tiles")
+    parser.add_argument(
+        "--latent-timescales",
+        choices=LATENT_TIMESCALES,
+        help="the Alternator's latent memories (default auto: chosen on validation)",
+    )
 
 
 def sst_command(args: argparse.Namespace) -> tuple[str, Path]:
@@ -405,6 +440,7 @@ def sst_command(args: argparse.Namespace) -> tuple[str, Path]:
         ("samples", "num_samples"),
         ("seeds", "seeds"),
         ("tiles", "max_tiles"),
+        ("latent_timescales", "latent_timescales"),
     ):
         if getattr(args, key, None) is not None:
             overrides[field] = getattr(args, key)

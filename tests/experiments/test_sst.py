@@ -53,6 +53,34 @@ def test_conv_alternator_masks_land_out_of_the_likelihood():
     assert draws.shape == (7, 2, 2, 36) and torch.isfinite(draws).all()
 
 
+@pytest.mark.parametrize("better", ["given", "spread"])
+def test_sst_alternator_keeps_the_timescales_that_forecast_validation_better(monkeypatch, better):
+    from types import SimpleNamespace
+
+    from alternators_ppl.experiments import registry, sst
+    from alternators_ppl.experiments.registry import spread_sigma_z
+
+    seen = []
+
+    def fake_crps(model, x_val, seed=0):  # stands in for the held-out forecast score
+        seen.append(x_val)
+        return 0.5 if model.sigma_z_per_dim == (better == "spread") else 0.7
+
+    monkeypatch.setattr(registry, "holdout_forecast_crps", fake_crps)
+    g = torch.Generator().manual_seed(0)
+    split = SimpleNamespace(x_train=torch.randn(4, 9, 36, generator=g),
+                            x_val=torch.randn(2, 9, 36, generator=g))  # fmt: skip
+    cfg = sst.SSTConfig(tile=6, latent_dim=3, channels=(4,), epochs=1, budget_s=5.0,
+                        calibrate=False)  # fmt: skip
+    model, record = sst._fit_conv_alternator(cfg, split, 0, "cpu")
+    assert record["kept"] == better and set(record["validation_crps"]) == {"given", "spread"}
+    assert all(x is split.x_val for x in seen)  # judged on validation, never on test
+    expected = spread_sigma_z(3, 0.3) if better == "spread" else [0.1] * 3
+    assert model.sigma_z_values() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="latent_timescales"):
+        sst.SSTConfig(latent_timescales="many")
+
+
 def test_persistence_and_monthly_climatology():
     past = np.array([[[1.0, np.nan], [2.0, np.nan], [np.nan, np.nan]]])  # (1, 3, 2)
     d = persistence_draws(past, 2, 3)
@@ -153,9 +181,13 @@ def test_sst_quick_command(tmp_path, capsys):
     pytest.importorskip("iris_sample_data", reason="OSTIA needs iris-sample-data ([data] extra)")
     from alternators_ppl.cli import main
 
-    code = main(["sst", "--quick", "--tiles", "2", "--runs-dir", str(tmp_path), "--name", "s"])
+    argv = ["sst", "--quick", "--tiles", "2", "--latent-timescales", "auto"]
+    code = main([*argv, "--runs-dir", str(tmp_path), "--name", "s"])
     assert code == 0, capsys.readouterr().err
     results = json.loads((tmp_path / "s" / "sst.json").read_text())
+    assert results["config"]["latent_timescales"] == "auto"
+    record = results["per_seed"]["alternator-conv"][0]["latent_timescales"]
+    assert set(record["validation_crps"]) == {"given", "spread"}  # both were trained
     assert results["test_first_origin"] == "2010-02"  # the test span: last 15% of 54 months
     assert set(results["summary"]) == {
         "alternator-conv",
