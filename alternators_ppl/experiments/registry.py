@@ -323,7 +323,7 @@ def distinct_observed_entries(x) -> int:
     filled = torch.nan_to_num(x, nan=math.inf)  # a missing entry matches a missing entry
     # starts[b - 1, s]: step s of window b - 1 equals the first step of window b
     starts = (filled[:-1] == filled[1:, :1]).all(-1)
-    total = int(observed[0].sum())
+    total = int(observed[:1].sum())  # the first window (none in an empty x)
     for b, candidates in enumerate(starts, start=1):
         shift = next(
             (

@@ -258,6 +258,7 @@ def test_distinct_observed_entries_counts_each_step_of_a_series_once(stride):
         assert windows.size == 26_280 and adaptive_sizes(2, truth)["hidden"] == 32
     independent = rng.standard_normal((20, 36, 2))  # separate sequences keep every entry
     assert distinct_observed_entries(torch.as_tensor(independent)) == independent.size
+    assert distinct_observed_entries(torch.zeros(0, 36, 2)) == 0  # fit then names the error
 
 
 @pytest.mark.slow
