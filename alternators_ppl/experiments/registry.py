@@ -40,6 +40,7 @@ __all__ = [
     "add_alternator_arguments",
     "build_model",
     "check_alternator_options",
+    "check_latent_timescales",
     "training_options",
     "adaptive_sizes",
     "keep_better_timescales",
@@ -120,7 +121,7 @@ class AlternatorModel(_Wrapped):
         latent_timescales: str = "auto",
     ):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
-        check_alternator_options(1, latent_timescales)
+        check_latent_timescales(latent_timescales)
         self.latent_timescales = latent_timescales
         self.options = dict(
             latent_dim=latent_dim, hidden=hidden, sigma_x=sigma_x, sigma_z=sigma_z, alpha=alpha
@@ -293,7 +294,7 @@ def keep_better_timescales(mode: str, train, x_val, seed: int) -> tuple[object, 
     (B, T, Dx) score the lower CRPS (:func:`holdout_forecast_crps`, ``seed``); another mode is
     trained as it is. Returns (the kept ``result``, a record: mode, kept, validation_crps,
     criterion)."""
-    check_alternator_options(1, mode)
+    check_latent_timescales(mode)
     candidates = [mode]
     if mode == "auto":
         candidates = ["given", "spread"] if x_val is not None else ["given"]
@@ -417,9 +418,15 @@ def add_alternator_arguments(parser, positive_int) -> None:
 
 
 def check_alternator_options(members: int, latent_timescales: str) -> None:
-    """One-line errors naming ``members`` (a positive int) or ``latent_timescales`` (one of
-    :data:`LATENT_TIMESCALES`), the alternator's options of the commands."""
+    """One-line errors naming ``members`` (a positive int) or ``latent_timescales``
+    (:func:`check_latent_timescales`), the alternator's options of the commands."""
     check_positive_int(members, "members")
+    check_latent_timescales(latent_timescales)
+
+
+def check_latent_timescales(latent_timescales: str) -> None:
+    """A one-line error naming ``latent_timescales`` unless it is one of
+    :data:`LATENT_TIMESCALES`."""
     if latent_timescales not in LATENT_TIMESCALES:
         raise ValueError(
             f"latent_timescales must be one of {LATENT_TIMESCALES}, got {latent_timescales!r}"

@@ -34,7 +34,7 @@ from alternators_ppl.evaluation.masked_scoring import score_masked_forecast
 from alternators_ppl.experiments.registry import (
     LATENT_TIMESCALES,
     KalmanModel,
-    check_alternator_options,
+    check_latent_timescales,
     keep_better_timescales,
     spread_sigma_z,
 )
@@ -82,7 +82,7 @@ class SSTConfig:
     latent_timescales: str = "auto"  # auto (chosen on validation), given or spread
 
     def __post_init__(self):
-        check_alternator_options(1, self.latent_timescales)
+        check_latent_timescales(self.latent_timescales)
 
     @classmethod
     def quick(cls, **overrides) -> SSTConfig:
