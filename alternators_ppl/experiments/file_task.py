@@ -43,6 +43,7 @@ from alternators_ppl.experiments.compare import (
 )
 from alternators_ppl.experiments.registry import (
     ALTERNATOR_MEMBERS,
+    ALTERNATOR_VARIANTS,
     MODEL_NAMES,
     check_alternator_options,
     training_options,
@@ -59,6 +60,7 @@ from alternators_ppl.runs import (
 
 __all__ = [
     "BUILTIN_SERIES",
+    "FILE_MODELS",
     "FileCompareConfig",
     "load_series",
     "load_split",
@@ -84,6 +86,9 @@ def _one_line_errors(load):
 
     return loaded
 
+
+#: what a file comparison runs unless told otherwise: every model but the Alternator variants
+FILE_MODELS = tuple(m for m in MODEL_NAMES if m not in ALTERNATOR_VARIANTS)
 
 #: real series that ship with the ``[data]`` extra, by CLI name
 BUILTIN_SERIES = {
@@ -119,7 +124,7 @@ class FileCompareConfig:
     horizon: int = 12
     stride: int = 1
     eval_stride: int = 1
-    models: tuple[str, ...] = MODEL_NAMES
+    models: tuple[str, ...] = FILE_MODELS
     seeds: int = 3
     first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
     device: str = "cpu"

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
@@ -29,6 +30,7 @@ from alternators_ppl.validation import as_float_tensor, check_positive_int
 
 __all__ = [
     "ALTERNATOR_MEMBERS",
+    "ALTERNATOR_VARIANTS",
     "LATENT_TIMESCALES",
     "SPREAD_SIGMA_Z",
     "AlternatorModel",
@@ -92,6 +94,9 @@ class AlternatorModel(_Wrapped):
     for ``patience`` checks, one every ``check_every`` epochs, and the weights of the best
     check are kept; ``epochs`` is the cap. ``chosen`` records every size and scale in use.
 
+    ``variant``: which Alternator of :data:`VARIANTS` is trained (``name`` is the variant's);
+    every variant gets the same sizes, early stopping, calibration and timescales.
+
     ``latent_timescales``: ``"given"`` trains at ``sigma_z`` (the paper's one sigma_z, so every
     latent coordinate forgets at the same rate sqrt(1 - alpha - sigma_z^2)); ``"spread"`` at a
     sigma_z per coordinate from :data:`SPREAD_SIGMA_Z` (low to high: long to short memories,
@@ -119,8 +124,12 @@ class AlternatorModel(_Wrapped):
         patience: int | None = 5,
         check_every: int = 10,
         latent_timescales: str = "auto",
+        variant: str = "alternator",
     ):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        self.name = self.variant = variant
         check_latent_timescales(latent_timescales)
         self.latent_timescales = latent_timescales
         self.options = dict(
@@ -137,7 +146,7 @@ class AlternatorModel(_Wrapped):
     def _build(self, latent_dim: int, hidden: int, timescales: str = "given") -> None:
         o = self.options
         sigma_z = spread_sigma_z(latent_dim, o["alpha"]) if timescales == "spread" else o["sigma_z"]
-        self.model = Alternator(
+        self.model = VARIANTS[self.variant](
             self.obs_dim,
             latent_dim,
             sigma_x=o["sigma_x"],
@@ -210,7 +219,8 @@ class AlternatorModel(_Wrapped):
             "calibration": calibration,
             "sigma_x": self.model.sigma_x_values(),
             "sigma_z": self.model.stored_sigma_z(),
-            "alpha": self.model.alpha_values[0],
+            "alpha": None if self.model._own_alpha() else self.model.alpha_values[0],
+            "variant": self.variant,
         }
         return history.to_dict(), chosen
 
@@ -398,8 +408,12 @@ _BUILDERS = {
     "mamba": lambda obs_dim, **kw: MambaForecaster(obs_dim, trainer=fit, **kw),
     "neural-ode": lambda obs_dim, **kw: LatentODEModel(obs_dim, trainer=fit, **kw),
     "diffusion": lambda obs_dim, **kw: DiffusionImputer(obs_dim, trainer=fit, **kw),
+    # the variants with the alternator's defaults (sizes, early stopping, calibration, ensemble)
+    **{v: partial(_alternator, variant=v) for v in VARIANTS if v != "alternator"},
 }
 MODEL_NAMES = tuple(_BUILDERS)
+#: the Alternator variants of the comparison, opt-in with ``--models``
+ALTERNATOR_VARIANTS = tuple(v for v in VARIANTS if v != "alternator")
 #: what ``compare`` runs unless told otherwise: the comparators (mamba, neural-ode, diffusion)
 #: are opt-in with ``--models``, being slow to train and (diffusion) to sample on a CPU
 DEFAULT_MODELS = ("alternator", "kalman", "dmm", "persistence", "climatology")
@@ -439,7 +453,7 @@ def training_options(
     """The constructor options that the commands set from their ``--epochs`` (and, for the
     ``alternator``, ``--members`` and ``--latent-timescales``): the epoch cap of trained
     models, half of it as the Kalman filter's EM iterations, nothing for the naive models."""
-    if name == "alternator":
+    if name == "alternator" or name in ALTERNATOR_VARIANTS:
         return {"epochs": epochs, "members": members, "latent_timescales": latent_timescales}
     if name in ("dmm", "mamba", "neural-ode", "diffusion"):
         return {"epochs": epochs}

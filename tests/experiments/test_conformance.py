@@ -4,11 +4,12 @@ import pyro
 import pytest
 import torch
 
-from alternators_ppl.experiments.registry import MODEL_NAMES, build_model
+from alternators_ppl.experiments.registry import ALTERNATOR_VARIANTS, MODEL_NAMES, build_model
 from alternators_ppl.models import SequenceModel
 
 OPTIONS = {
     "alternator": {"epochs": 2, "members": 2},  # an Ensemble choosing its timescales, smaller
+    **{v: {"epochs": 2, "members": 2} for v in ALTERNATOR_VARIANTS},
     "dmm": {"epochs": 2},
     "kalman": {"em_iters": 2},
     "mamba": {"epochs": 2, "d_model": 8, "d_state": 4},
@@ -70,7 +71,7 @@ def test_sample_shape(fitted):
 
 def test_log_likelihood_where_exact(fitted, data):
     model, _ = fitted
-    if model.has_exact_likelihood or model.name == "alternator":  # alternator: SMC estimate
+    if model.has_exact_likelihood or model.has_likelihood_estimate:  # alternators: SMC
         log_p = model.log_likelihood(data[0])
         assert log_p.shape == (6,) and torch.isfinite(log_p).all()
     else:
