@@ -45,6 +45,7 @@ __all__ = [
     "crps_gaussian",
     "interval_coverage",
     "interval_width",
+    "interval_score",
 ]
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -338,3 +339,22 @@ def interval_width(samples: ArrayLike, level: float = 0.9, over: Dims = None) ->
     _check_samples(samples, None)
     lo, hi = _central_quantiles(samples, level)
     return _mean(hi - lo, _normalize_over(over, samples.shape[1:]))
+
+
+def interval_score(
+    samples: ArrayLike, truth: ArrayLike, level: float = 0.9, over: Dims = None
+) -> torch.Tensor:
+    """Interval score of the central ``level`` sample interval [l, u] (lower is better):
+    ``(u - l) + 2 / (1 - level) * ((l - y)+ + (y - u)+)`` (Gneiting & Raftery, 2007). A proper
+    score of the interval: lowest in expectation when l and u are the true
+    (1 -+ level) / 2 quantiles, so it rewards coverage ``level`` and narrowness together.
+
+    samples: ``(S, *shape)``, sample axis first; truth: ``(*shape)``; quantiles as in
+    :func:`interval_coverage`. Returns ``(D,)`` by default.
+    """
+    level = _check_level(level)
+    samples, truth = _prepare(samples=samples, truth=truth)
+    _check_samples(samples, truth)
+    lo, hi = _central_quantiles(samples, level)
+    miss = (lo - truth).clamp_min(0) + (truth - hi).clamp_min(0)
+    return _mean(hi - lo + 2.0 / (1.0 - level) * miss, _normalize_over(over, truth.shape))

@@ -16,6 +16,7 @@ from alternators_ppl.metrics import (
     crps_fair,
     crps_gaussian,
     interval_coverage,
+    interval_score,
     interval_width,
     mae,
     pearson_cc,
@@ -56,6 +57,7 @@ ALL_METRICS = {
     "crps_gaussian": lambda s, p, t, over: crps_gaussian(s.mean(0), s.std(0), t, over=over),
     "interval_coverage": lambda s, p, t, over: interval_coverage(s, t, over=over),
     "interval_width": lambda s, p, t, over: interval_width(s, over=over),
+    "interval_score": lambda s, p, t, over: interval_score(s, t, over=over),
 }
 
 
@@ -223,6 +225,23 @@ def test_coverage_overconfident_and_hand_checked():
         torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0], dtype=F64),
     )
     torch.testing.assert_close(interval_width(s, level=0.8, over=0), torch.tensor(8.0, dtype=F64))
+
+
+def test_interval_score_by_hand_and_its_gaussian_closed_form():
+    # samples 0..10: the 80% interval is [1, 9] (width 8); a miss costs 2 / 0.2 = 10 per unit
+    s = torch.arange(11, dtype=F64).reshape(11, 1).expand(11, 4)
+    t = torch.tensor([0.5, 5.0, 9.0, 10.0], dtype=F64)
+    torch.testing.assert_close(
+        interval_score(s, t, level=0.8, over=()), torch.tensor([13.0, 8.0, 8.0, 18.0], dtype=F64)
+    )
+    # N(0, 1) draws of y ~ N(0, 1): E = 2 z + (2 / (1 - level)) * 2 (phi(z) - z (1 - Phi(z))),
+    # z = Phi^-1((1 + level) / 2), the expected loss of each tail in closed form
+    g = gen(9)
+    samples = torch.randn((400, 4000, 1), generator=g, dtype=F64)
+    truth = torch.randn((4000, 1), generator=g, dtype=F64)
+    z = norm.ppf(0.95)
+    expected = 2 * z + 20 * 2 * (norm.pdf(z) - z * (1 - norm.cdf(z)))
+    assert interval_score(samples, truth).item() == pytest.approx(expected, rel=0.03)
 
 
 # --------------------------------------------------------------------------- over= shapes

@@ -26,6 +26,7 @@ def _elementwise(samples: torch.Tensor, truth: torch.Tensor):
         "coverage_50": metrics.interval_coverage(samples, filled, 0.5, over=()),
         "coverage_90": metrics.interval_coverage(samples, filled, 0.9, over=()),
         "width_90": metrics.interval_width(samples, 0.9, over=()),
+        "interval_score_90": metrics.interval_score(samples, filled, 0.9, over=()),
     }
 
 
@@ -36,7 +37,8 @@ def _to_list(x: torch.Tensor) -> list:
 def score_masked_forecast(samples, future, scale=None, shift=None) -> dict[str, list]:
     """Per-horizon scores (lists of H) of draws (S, N, H, D) against ``future`` (N, H, D).
 
-    CRPS (empirical), RMSE of the sample mean, 50/90% coverage, 90% width and the count of
+    CRPS (empirical), RMSE of the sample mean, 50/90% coverage, 90% width, the 90% interval
+    score (:func:`alternators_ppl.metrics.interval_score`) and the count of
     observed entries, averaged over problems and dimensions where ``future`` is observed
     (a horizon with none observed gets None). With ``scale`` and ``shift`` (D,), both draws and
     truth are first mapped to ``x * scale + shift`` (e.g. back to data units).

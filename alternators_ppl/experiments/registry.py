@@ -11,6 +11,7 @@ from functools import partial
 import torch
 
 from alternators_ppl.evaluation.masked_scoring import holdout_forecast_crps
+from alternators_ppl.evaluation.spread_recalibration import SpreadRecalibrated
 from alternators_ppl.inference.calibration import calibrate_noise
 from alternators_ppl.inference.dmm import fit_dmm
 from alternators_ppl.inference.training import fit
@@ -391,11 +392,17 @@ def _early_stopping(model, x_val: torch.Tensor, patience: int, every: int):
 ALTERNATOR_MEMBERS = 5
 
 
-def _alternator(obs_dim: int, members: int = ALTERNATOR_MEMBERS, **options) -> SequenceModel:
-    """``members`` AlternatorModels as one :class:`Ensemble`; members = 1 is one network."""
+def _alternator(
+    obs_dim: int, members: int = ALTERNATOR_MEMBERS, recalibrate_spread: bool = True, **options
+) -> SequenceModel:
+    """``members`` AlternatorModels as one :class:`Ensemble` (members = 1: one network), its
+    forecast spread recalibrated per lead on validation data (:class:`SpreadRecalibrated`)
+    unless ``recalibrate_spread`` is False."""
     if check_positive_int(members, "members") == 1:
-        return AlternatorModel(obs_dim, **options)
-    return Ensemble(lambda: AlternatorModel(obs_dim, **options), members)
+        model = AlternatorModel(obs_dim, **options)
+    else:
+        model = Ensemble(lambda: AlternatorModel(obs_dim, **options), members)
+    return SpreadRecalibrated(model) if recalibrate_spread else model
 
 
 _BUILDERS = {

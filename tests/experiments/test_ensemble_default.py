@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from alternators_ppl.cli import main
+from alternators_ppl.evaluation.spread_recalibration import SpreadRecalibrated
 from alternators_ppl.experiments.file_task import FileCompareConfig
 from alternators_ppl.experiments.registry import (
     ALTERNATOR_MEMBERS,
@@ -22,11 +23,14 @@ pd = pytest.importorskip("pandas", reason="file commands need the [data] extra (
 
 
 def test_the_default_alternator_is_an_ensemble_of_alternator_models():
-    model = build_model("alternator", 2, **training_options("alternator", 3))
+    recalibrated = build_model("alternator", 2, **training_options("alternator", 3))
+    assert isinstance(recalibrated, SpreadRecalibrated)  # the spread per lead, on validation
+    model = recalibrated.model
     assert isinstance(model, Ensemble) and len(model.members) == ALTERNATOR_MEMBERS == 5
     assert all(isinstance(m, AlternatorModel) and m.epochs == 3 for m in model.members)
     assert model.name == "alternator" and model.has_likelihood_estimate
-    assert isinstance(build_model("alternator", 2, members=1), AlternatorModel)
+    assert isinstance(build_model("alternator", 2, members=1).model, AlternatorModel)
+    assert isinstance(build_model("alternator", 2, recalibrate_spread=False), Ensemble)
     assert training_options("kalman", 10) == {"em_iters": 5}
     assert model.members[0].latent_timescales == "auto"
 

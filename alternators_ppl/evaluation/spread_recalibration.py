@@ -1,0 +1,126 @@
+"""Forecast spread recalibrated per lead on validation data.
+
+A model calibrated by a one-step criterion (the Alternator's noise by the SMC likelihood) can
+still spread its multi-step forecasts too little or too much at some leads: on Niño the 90%
+interval of the five-network Alternator covered 0.95 at lead 1 and 0.79-0.82 at leads 4-6.
+:func:`fit_lead_spread` chooses, for each lead h, the factor s_h that moves forecast draws about
+their mean, x -> mean + s_h (x - mean), so that the 90% interval score against held-out truth
+is lowest (:func:`alternators_ppl.metrics.interval_score`, a proper score of the interval:
+width and misses together, lowest in expectation at the true 5% and 95% quantiles);
+:class:`SpreadRecalibrated` fits the factors on forecasts of the last third of each validation
+sequence and applies them to every forecast. The mean is never moved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from alternators_ppl.evaluation.masked_scoring import score_masked_forecast
+from alternators_ppl.models.interface import SequenceModel
+from alternators_ppl.validation import check_positive_int
+
+__all__ = ["SPREAD_FACTORS", "scale_spread", "fit_lead_spread", "SpreadRecalibrated"]
+
+#: the candidate factors s_h: 41 values from 0.5 to 4, evenly spaced on a log scale
+SPREAD_FACTORS = tuple(float(f) for f in np.geomspace(0.5, 4.0, 41))
+
+
+def scale_spread(draws, factors) -> torch.Tensor:
+    """Draws (S, N, H, D) moved about their mean over S by ``factors`` (H',), one per lead:
+    mean + s_h (draw - mean); leads past H' take the last factor. Returns (S, N, H, D)."""
+    draws = torch.as_tensor(draws)
+    factors = torch.as_tensor(factors, dtype=draws.dtype, device=draws.device).flatten()
+    horizon = draws.shape[2]
+    if factors.numel() < horizon:
+        factors = torch.cat([factors, factors[-1:].expand(horizon - factors.numel())])
+    mean = draws.mean(0, keepdim=True)
+    return mean + factors[:horizon].view(1, 1, -1, 1) * (draws - mean)
+
+
+def fit_lead_spread(draws, truth, factors=SPREAD_FACTORS) -> list[float]:
+    """Per lead h, the factor of ``factors`` whose scaled draws (S, N, H, D) score the lowest
+    mean 90% interval score against ``truth`` (N, H, D) (NaN = missing, never scored; a lead
+    with nothing observed keeps 1). Returns the H factors."""
+    draws = torch.as_tensor(draws)
+    truth = torch.as_tensor(truth).to(draws)
+    scores = []  # (factors, H)
+    for factor in factors:
+        score = score_masked_forecast(scale_spread(draws, [factor]), truth)["interval_score_90"]
+        scores.append([np.inf if v is None else v for v in score])
+    scores = np.asarray(scores)
+    best = [float(factors[i]) for i in scores.argmin(0)]
+    return [b if np.isfinite(scores[:, h]).any() else 1.0 for h, b in enumerate(best)]
+
+
+class SpreadRecalibrated(SequenceModel):
+    """``model`` with its forecast spread recalibrated per lead on validation data.
+
+    :meth:`fit` trains ``model`` on x_train, forecasts the last third (H = max(1, T // 3)
+    steps) of each validation sequence (B, T, D) from the steps before (``num_samples`` draws,
+    ``seed``, the global RNG restored), and keeps :func:`fit_lead_spread`'s factors;
+    :meth:`forecast` applies them (past lead H, the last one). Without x_val nothing is
+    recalibrated. Imputation, free-running samples and the likelihood are ``model``'s own.
+    """
+
+    def __init__(self, model: SequenceModel, num_samples: int = 200):
+        self.model = model
+        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.name = model.name
+        self.has_exact_likelihood = model.has_exact_likelihood
+        self.has_likelihood_estimate = model.has_likelihood_estimate
+        self.factors: list[float] | None = None
+
+    def fit(self, x_train, x_val=None, *, seed: int = 0, budget_s: float | None = None) -> dict:
+        """Fit ``model``, then the factors on x_val. The history is ``model``'s, its
+        ``chosen`` extended by ``forecast_spread`` ({"factors", "validation_interval_score"
+        and "validation_crps" before and after, "criterion"}; None without x_val)."""
+        history = dict(self.model.fit(x_train, x_val, seed=seed, budget_s=budget_s) or {})
+        record = None
+        if x_val is not None:
+            x_val = torch.as_tensor(x_val)
+            horizon = max(1, x_val.shape[1] // 3)
+            truth = x_val[:, -horizon:]
+            with torch.random.fork_rng(devices=[x_val.device] if x_val.is_cuda else []):
+                torch.manual_seed(seed)
+                with torch.no_grad():
+                    draws = self.model.forecast(x_val[:, :-horizon], horizon, self.num_samples)
+            truth = truth.to(draws)
+            self.factors = fit_lead_spread(draws, truth)
+            before = score_masked_forecast(draws, truth)
+            after = score_masked_forecast(scale_spread(draws, self.factors), truth)
+            record = {
+                "factors": self.factors,
+                **{
+                    f"validation_{key}": {"before": _mean(before[key]), "after": _mean(after[key])}
+                    for key in ("interval_score_90", "crps")
+                },
+                "criterion": "90% interval score per lead of forecasts of the last third of "
+                "each validation sequence",
+            }
+        chosen = history.get("chosen")
+        chosen = chosen if isinstance(chosen, dict) else {}
+        history["chosen"] = {**chosen, "forecast_spread": record}
+        return history
+
+    def forecast(self, x_context, horizon: int, num_samples: int) -> torch.Tensor:
+        """``model``'s draws (S, B, horizon, D), their spread about the mean scaled per lead."""
+        draws = self.model.forecast(x_context, horizon, num_samples)
+        return draws if self.factors is None else scale_spread(draws, self.factors)
+
+    def impute(self, x, mask, num_samples: int) -> torch.Tensor:
+        """``model``'s imputation draws (S, B, T, D), unchanged."""
+        return self.model.impute(x, mask, num_samples)
+
+    def sample(self, num_samples: int, num_steps: int) -> torch.Tensor:
+        """``model``'s free-running draws (S, T, D), unchanged."""
+        return self.model.sample(num_samples, num_steps)
+
+    def log_likelihood(self, x, mask=None) -> torch.Tensor:
+        """``model``'s log p(x) (B,) (of the model, not of the recalibrated forecasts)."""
+        return self.model.log_likelihood(x, mask)
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
