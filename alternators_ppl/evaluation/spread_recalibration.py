@@ -20,7 +20,13 @@ from alternators_ppl.evaluation.masked_scoring import score_masked_forecast
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.validation import check_positive_int
 
-__all__ = ["SPREAD_FACTORS", "scale_spread", "fit_lead_spread", "SpreadRecalibrated"]
+__all__ = [
+    "SPREAD_FACTORS",
+    "scale_spread",
+    "fit_lead_spread",
+    "fit_validation_spread",
+    "SpreadRecalibrated",
+]
 
 #: the candidate factors s_h: 41 values from 0.5 to 4, evenly spaced on a log scale
 SPREAD_FACTORS = tuple(float(f) for f in np.geomspace(0.5, 4.0, 41))
@@ -53,12 +59,37 @@ def fit_lead_spread(draws, truth, factors=SPREAD_FACTORS) -> list[float]:
     return [b if np.isfinite(scores[:, h]).any() else 1.0 for h, b in enumerate(best)]
 
 
+def fit_validation_spread(model, x_val, num_samples: int = 200, seed: int = 0):
+    """:func:`fit_lead_spread` on ``model.forecast`` draws of the last third (H = max(1,
+    T // 3) steps) of each validation sequence x_val (B, T, D) from the steps before
+    (``num_samples`` draws under ``seed``, the global RNG restored). Returns (the H factors,
+    a record: factors, the validation interval score and CRPS before and after, criterion)."""
+    x_val = torch.as_tensor(x_val)
+    horizon = max(1, x_val.shape[1] // 3)
+    with torch.random.fork_rng(devices=[x_val.device] if x_val.is_cuda else []), torch.no_grad():
+        torch.manual_seed(seed)
+        draws = model.forecast(x_val[:, :-horizon], horizon, num_samples)
+    truth = x_val[:, -horizon:].to(draws)
+    factors = fit_lead_spread(draws, truth)
+    before = score_masked_forecast(draws, truth)
+    after = score_masked_forecast(scale_spread(draws, factors), truth)
+    record = {
+        "factors": factors,
+        **{
+            f"validation_{key}": {"before": _mean(before[key]), "after": _mean(after[key])}
+            for key in ("interval_score_90", "crps")
+        },
+        "criterion": "90% interval score per lead of forecasts of the last third of each "
+        "validation sequence",
+    }
+    return factors, record
+
+
 class SpreadRecalibrated(SequenceModel):
     """``model`` with its forecast spread recalibrated per lead on validation data.
 
-    :meth:`fit` trains ``model`` on x_train, forecasts the last third (H = max(1, T // 3)
-    steps) of each validation sequence (B, T, D) from the steps before (``num_samples`` draws,
-    ``seed``, the global RNG restored), and keeps :func:`fit_lead_spread`'s factors;
+    :meth:`fit` trains ``model`` on x_train and keeps the factors of
+    :func:`fit_validation_spread` (``num_samples`` draws, the fit's ``seed``);
     :meth:`forecast` applies them (past lead H, the last one). Without x_val nothing is
     recalibrated. Imputation, free-running samples and the likelihood are ``model``'s own.
     """
@@ -78,26 +109,7 @@ class SpreadRecalibrated(SequenceModel):
         history = dict(self.model.fit(x_train, x_val, seed=seed, budget_s=budget_s) or {})
         record = None
         if x_val is not None:
-            x_val = torch.as_tensor(x_val)
-            horizon = max(1, x_val.shape[1] // 3)
-            truth = x_val[:, -horizon:]
-            with torch.random.fork_rng(devices=[x_val.device] if x_val.is_cuda else []):
-                torch.manual_seed(seed)
-                with torch.no_grad():
-                    draws = self.model.forecast(x_val[:, :-horizon], horizon, self.num_samples)
-            truth = truth.to(draws)
-            self.factors = fit_lead_spread(draws, truth)
-            before = score_masked_forecast(draws, truth)
-            after = score_masked_forecast(scale_spread(draws, self.factors), truth)
-            record = {
-                "factors": self.factors,
-                **{
-                    f"validation_{key}": {"before": _mean(before[key]), "after": _mean(after[key])}
-                    for key in ("interval_score_90", "crps")
-                },
-                "criterion": "90% interval score per lead of forecasts of the last third of "
-                "each validation sequence",
-            }
+            self.factors, record = fit_validation_spread(self.model, x_val, self.num_samples, seed)
         chosen = history.get("chosen")
         chosen = chosen if isinstance(chosen, dict) else {}
         history["chosen"] = {**chosen, "forecast_spread": record}

@@ -31,6 +31,7 @@ from alternators_ppl import distributed
 from alternators_ppl.data.readers import Series
 from alternators_ppl.data.splits import split_series
 from alternators_ppl.evaluation.masked_scoring import score_masked_forecast
+from alternators_ppl.evaluation.spread_recalibration import fit_validation_spread, scale_spread
 from alternators_ppl.experiments.registry import (
     LATENT_TIMESCALES,
     KalmanModel,
@@ -80,6 +81,7 @@ class SSTConfig:
     device: str = "cpu"
     calibrate: bool = True  # select the noise scales on validation (fit's calibrate="auto")
     latent_timescales: str = "auto"  # auto (chosen on validation), given or spread
+    recalibrate_spread: bool = True  # the forecast spread per lead, fitted on validation
 
     def __post_init__(self):
         check_latent_timescales(self.latent_timescales)
@@ -301,13 +303,20 @@ def run_sst(
             for model_name in MODELS:
                 seed_everything(seed)
                 tic = time.perf_counter()
-                chosen = None
+                chosen = {}
                 if model_name == "alternator-conv":
-                    model, chosen = _fit_conv_alternator(cfg, split, seed, device)
+                    model, chosen["latent_timescales"] = _fit_conv_alternator(
+                        cfg, split, seed, device
+                    )
                     with torch.no_grad():
                         draws = model.forecast(
                             torch.as_tensor(past, device=device), cfg.horizon, cfg.num_samples
                         )
+                    if cfg.recalibrate_spread:
+                        factors, chosen["forecast_spread"] = fit_validation_spread(
+                            model, split.x_val, cfg.num_samples, seed
+                        )
+                        draws = scale_spread(draws, factors)
                 elif model_name == "kalman-pca":
                     draws = pca_kalman_draws(
                         split.x_train,
@@ -338,7 +347,7 @@ def run_sst(
                         "coverage_90": data["coverage_90"],
                         "spread_skill": spread_skill(kelvin, truth_k),
                         "seconds": seconds,
-                        **({"latent_timescales": chosen} if chosen else {}),
+                        **chosen,
                     }
                 )
                 timing[model_name].append(seconds)

@@ -188,6 +188,8 @@ def test_sst_quick_command(tmp_path, capsys):
     assert results["config"]["latent_timescales"] == "auto"
     record = results["per_seed"]["alternator-conv"][0]["latent_timescales"]
     assert set(record["validation_crps"]) == {"given", "spread"}  # both were trained
+    spread = results["per_seed"]["alternator-conv"][0]["forecast_spread"]
+    assert len(spread["factors"]) == 3  # one per lead, fitted on the validation windows
     assert results["test_first_origin"] == "2010-02"  # the test span: last 15% of 54 months
     assert set(results["summary"]) == {
         "alternator-conv",
