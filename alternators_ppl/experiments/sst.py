@@ -78,6 +78,7 @@ class SSTConfig:
     num_samples: int = 100
     pca_components: int = 8
     seeds: int = 1
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
     device: str = "cpu"
     calibrate: bool = True  # select the noise scales on validation (fit's calibrate="auto")
     latent_timescales: str = "auto"  # auto (chosen on validation), given or spread
@@ -85,6 +86,8 @@ class SSTConfig:
 
     def __post_init__(self):
         check_latent_timescales(self.latent_timescales)
+        if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int):
+            raise ValueError(f"first_seed must be an int, got {self.first_seed!r}")
 
     @classmethod
     def quick(cls, **overrides) -> SSTConfig:
@@ -298,7 +301,7 @@ def run_sst(
     future_t = torch.as_tensor(future, dtype=torch.float64)
     try:
         raw, timing, shown = {m: [] for m in MODELS}, {m: [] for m in MODELS}, {}
-        for seed in range(cfg.seeds):
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             gen = torch.Generator().manual_seed(seed)
             for model_name in MODELS:
                 seed_everything(seed)
@@ -351,7 +354,7 @@ def run_sst(
                     }
                 )
                 timing[model_name].append(seconds)
-                if seed == 0:
+                if seed == cfg.first_seed:
                     shown[model_name] = kelvin[:, 0, 0].numpy()
         truth0 = (future_t[0, 0] * torch.as_tensor(scale) + torch.as_tensor(shift)).numpy()
         when = str(series.time[origins[0]])[:7]
@@ -432,6 +435,7 @@ def add_sst_parser(commands, positive_int, positive_float, add_run_arguments) ->
     parser.add_argument("--budget-s", type=positive_float, help="training seconds per model")
     parser.add_argument("--samples", type=positive_int, help="forecast draws (default 100)")
     parser.add_argument("--seeds", type=positive_int, help="number of seeds (default 1)")
+    parser.add_argument("--first-seed", type=int, help="first seed (default 0)")
     parser.add_argument("--tiles", type=positive_int, help="use at most this many tiles")
     parser.add_argument(
         "--latent-timescales",
@@ -448,6 +452,7 @@ def sst_command(args: argparse.Namespace) -> tuple[str, Path]:
         ("budget_s", "budget_s"),
         ("samples", "num_samples"),
         ("seeds", "seeds"),
+        ("first_seed", "first_seed"),
         ("tiles", "max_tiles"),
         ("latent_timescales", "latent_timescales"),
     ):

@@ -181,11 +181,12 @@ def test_sst_quick_command(tmp_path, capsys):
     pytest.importorskip("iris_sample_data", reason="OSTIA needs iris-sample-data ([data] extra)")
     from alternators_ppl.cli import main
 
-    argv = ["sst", "--quick", "--tiles", "2", "--latent-timescales", "auto"]
+    argv = ["sst", "--quick", "--tiles", "2", "--latent-timescales", "auto", "--first-seed", "2"]
     code = main([*argv, "--runs-dir", str(tmp_path), "--name", "s"])
     assert code == 0, capsys.readouterr().err
     results = json.loads((tmp_path / "s" / "sst.json").read_text())
     assert results["config"]["latent_timescales"] == "auto"
+    assert results["config"]["first_seed"] == 2  # the maps show the first seed run
     record = results["per_seed"]["alternator-conv"][0]["latent_timescales"]
     assert set(record["validation_crps"]) == {"given", "spread"}  # both were trained
     spread = results["per_seed"]["alternator-conv"][0]["forecast_spread"]
