@@ -37,6 +37,11 @@ def scale_spread(draws, factors) -> torch.Tensor:
     mean + s_h (draw - mean); leads past H' take the last factor. Returns (S, N, H, D)."""
     draws = torch.as_tensor(draws)
     factors = torch.as_tensor(factors, dtype=draws.dtype, device=draws.device).flatten()
+    if draws.dim() != 4 or not factors.numel() or not bool((factors > 0).all()):
+        raise ValueError(
+            f"draws must be (S, N, H, D) and factors positive, got draws of shape "
+            f"{tuple(draws.shape)} and factors {factors.tolist()}"
+        )
     horizon = draws.shape[2]
     if factors.numel() < horizon:
         factors = torch.cat([factors, factors[-1:].expand(horizon - factors.numel())])

@@ -21,6 +21,11 @@ def test_scale_spread_moves_draws_about_their_mean_per_lead():
     torch.testing.assert_close(scaled.mean(0), mean)
     expected = torch.tensor([2.0, 0.5, 0.5, 0.5]).view(1, 1, 4, 1)
     torch.testing.assert_close(scaled - mean, expected * (draws - mean))
+    for bad in ([], [1.0, -0.5], [float("nan")]):
+        with pytest.raises(ValueError, match="factors positive"):
+            scale_spread(draws, bad)
+    with pytest.raises(ValueError, match="draws must be"):
+        scale_spread(draws[0], [1.0])
 
 
 def test_the_best_factor_is_the_truths_sd_over_the_draws():
