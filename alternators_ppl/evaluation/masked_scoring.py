@@ -13,7 +13,12 @@ import torch
 
 from alternators_ppl import metrics
 
-__all__ = ["holdout_forecast_crps", "score_masked_forecast", "score_masked_imputation"]
+__all__ = [
+    "holdout_forecast",
+    "holdout_forecast_crps",
+    "score_masked_forecast",
+    "score_masked_imputation",
+]
 
 
 def _elementwise(samples: torch.Tensor, truth: torch.Tensor):
@@ -91,18 +96,27 @@ def score_masked_imputation(samples, x_true, hidden) -> dict[str, float | None]:
     }
 
 
-def holdout_forecast_crps(model, x, num_samples: int = 64, seed: int = 0) -> float:
-    """Mean CRPS of ``model.forecast`` draws of the last third (H = max(1, T // 3) steps) of
-    each sequence of x (B, T, D) (NaN = missing, never scored) from the steps before it:
-    ``num_samples`` draws under a fixed ``seed`` (the global RNG is restored afterwards), so
-    that candidate models see the same random numbers. A multi-step score of held-out data,
-    for choosing between fitted models."""
+def holdout_forecast(model, x, num_samples: int = 64, seed: int = 0):
+    """``model.forecast`` draws (S, B, H, D) of the last third (H = max(1, T // 3) steps) of
+    each sequence of x (B, T, D) from the steps before, and that held-out truth (B, H, D) (NaN
+    = missing) on the draws' device and dtype: ``num_samples`` draws under a fixed ``seed``
+    (the global RNG is restored afterwards), so that candidate models see the same random
+    numbers."""
     x = torch.as_tensor(x)
     horizon = max(1, x.shape[1] // 3)
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), torch.no_grad():
         torch.manual_seed(seed)
         draws = model.forecast(x[:, :-horizon], horizon, num_samples)
-    scores = score_masked_forecast(draws, x[:, -horizon:].to(draws))
+    return draws, x[:, -horizon:].to(draws)
+
+
+def holdout_forecast_crps(model, x, num_samples: int = 64, seed: int = 0) -> float:
+    """Mean CRPS of :func:`holdout_forecast` draws against the last third of each sequence of
+    x (B, T, D) (NaN = missing, never scored). A multi-step score of held-out data, for
+    choosing between fitted models."""
+    x = torch.as_tensor(x)
+    horizon = max(1, x.shape[1] // 3)
+    scores = score_masked_forecast(*holdout_forecast(model, x, num_samples, seed))
     values = [v for v in scores["crps"] if v is not None]
     if not values:
         raise ValueError(f"x has no observed entry in its last {horizon} steps")

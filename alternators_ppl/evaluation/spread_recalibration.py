@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from alternators_ppl.evaluation.masked_scoring import score_masked_forecast
+from alternators_ppl.evaluation.masked_scoring import holdout_forecast, score_masked_forecast
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.validation import check_positive_int
 
@@ -65,16 +65,11 @@ def fit_lead_spread(draws, truth, factors=SPREAD_FACTORS) -> list[float]:
 
 
 def fit_validation_spread(model, x_val, num_samples: int = 200, seed: int = 0):
-    """:func:`fit_lead_spread` on ``model.forecast`` draws of the last third (H = max(1,
+    """:func:`fit_lead_spread` on :func:`holdout_forecast` draws of the last third (H = max(1,
     T // 3) steps) of each validation sequence x_val (B, T, D) from the steps before
     (``num_samples`` draws under ``seed``, the global RNG restored). Returns (the H factors,
     a record: factors, the validation interval score and CRPS before and after, criterion)."""
-    x_val = torch.as_tensor(x_val)
-    horizon = max(1, x_val.shape[1] // 3)
-    with torch.random.fork_rng(devices=[x_val.device] if x_val.is_cuda else []), torch.no_grad():
-        torch.manual_seed(seed)
-        draws = model.forecast(x_val[:, :-horizon], horizon, num_samples)
-    truth = x_val[:, -horizon:].to(draws)
+    draws, truth = holdout_forecast(model, x_val, num_samples, seed)
     factors = fit_lead_spread(draws, truth)
     before = score_masked_forecast(draws, truth)
     after = score_masked_forecast(scale_spread(draws, factors), truth)

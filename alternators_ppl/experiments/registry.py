@@ -405,6 +405,9 @@ def _alternator(
     return SpreadRecalibrated(model) if recalibrate_spread else model
 
 
+#: the Alternator variants of the comparison, opt-in with ``--models``
+ALTERNATOR_VARIANTS = tuple(v for v in VARIANTS if v != "alternator")
+
 _BUILDERS = {
     "alternator": _alternator,
     "kalman": KalmanModel,
@@ -416,11 +419,9 @@ _BUILDERS = {
     "neural-ode": lambda obs_dim, **kw: LatentODEModel(obs_dim, trainer=fit, **kw),
     "diffusion": lambda obs_dim, **kw: DiffusionImputer(obs_dim, trainer=fit, **kw),
     # the variants with the alternator's defaults (sizes, early stopping, calibration, ensemble)
-    **{v: partial(_alternator, variant=v) for v in VARIANTS if v != "alternator"},
+    **{v: partial(_alternator, variant=v) for v in ALTERNATOR_VARIANTS},
 }
 MODEL_NAMES = tuple(_BUILDERS)
-#: the Alternator variants of the comparison, opt-in with ``--models``
-ALTERNATOR_VARIANTS = tuple(v for v in VARIANTS if v != "alternator")
 #: what ``compare`` runs unless told otherwise: the comparators (mamba, neural-ode, diffusion)
 #: are opt-in with ``--models``, being slow to train and (diffusion) to sample on a CPU
 DEFAULT_MODELS = ("alternator", "kalman", "dmm", "persistence", "climatology")
