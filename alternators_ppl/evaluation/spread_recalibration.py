@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from alternators_ppl import metrics
 from alternators_ppl.evaluation.masked_scoring import holdout_forecast, score_masked_forecast
 from alternators_ppl.models.interface import SequenceModel
 from alternators_ppl.validation import check_positive_int
@@ -55,10 +56,15 @@ def fit_lead_spread(draws, truth, factors=SPREAD_FACTORS) -> list[float]:
     with nothing observed keeps 1). Returns the H factors."""
     draws = torch.as_tensor(draws)
     truth = torch.as_tensor(truth).to(draws)
-    scores = []  # (factors, H)
+    observed = torch.isfinite(truth)
+    filled = torch.where(observed, truth, torch.zeros((), dtype=truth.dtype, device=truth.device))
+    weight = observed.to(draws.dtype)
+    count = weight.sum((0, 2))
+    scores = []  # (factors, H): only the interval score, not score_masked_forecast's every score
     for factor in factors:
-        score = score_masked_forecast(scale_spread(draws, [factor]), truth)["interval_score_90"]
-        scores.append([np.inf if v is None else v for v in score])
+        score = metrics.interval_score(scale_spread(draws, [factor]), filled, 0.9, over=())
+        per_lead = (score * weight).sum((0, 2)) / count  # NaN where nothing is observed
+        scores.append(torch.nan_to_num(per_lead, nan=np.inf).tolist())
     scores = np.asarray(scores)
     best = [float(factors[i]) for i in scores.argmin(0)]
     return [b if np.isfinite(scores[:, h]).any() else 1.0 for h, b in enumerate(best)]
