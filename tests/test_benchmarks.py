@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,3 +56,50 @@ def test_alpha_noise_smoke_run(tmp_path):
     assert "error" not in record, record
     assert record["models"]["alpha-alternator"]["learned_sign"] in (-1, 1)
     assert json.loads(out.read_text()) == record
+
+
+def test_one_step_ema_features_match_the_weighted_sum():
+    """The latent's EMA read after the last step is sum_k r^k scale x_{T-1-k} (closed form)."""
+    from benchmarks.one_step import ema_features
+
+    x = np.random.default_rng(0).standard_normal((3, 7, 2))
+    rates = (0.9, 0.25)
+    got = ema_features(x, rates, scale=0.5)
+    for k, rate in enumerate(rates):
+        weights = 0.5 * rate ** np.arange(7)[::-1]
+        np.testing.assert_allclose(got[:, 2 * k : 2 * k + 2], (weights[:, None] * x).sum(1))
+
+
+def test_one_step_pairs_and_readout_recover_a_linear_map():
+    """Pairs are (the context, the very next step); the readout recovers x_{t+1} = A x_t + b."""
+    from benchmarks.one_step import least_squares_readout, one_step_pairs
+
+    a, b = np.array([[0.8, 0.1], [-0.2, 0.5]]), np.array([0.3, -1.0])
+    x = np.zeros((4, 12, 2))
+    x[:, 0] = np.random.default_rng(1).standard_normal((4, 2))
+    for t in range(1, 12):
+        x[:, t] = x[:, t - 1] @ a.T + b
+    past, target = one_step_pairs(x, context=5)
+    assert past.shape == (4 * 7, 5, 2) and target.shape == (4 * 7, 2)
+    np.testing.assert_array_equal(past[4], x[0, 1:6])  # second start, first window
+    np.testing.assert_array_equal(target[4], x[0, 6])
+    predict = least_squares_readout(past[:, -1], target)
+    np.testing.assert_allclose(predict(past[:, -1]), target, atol=1e-8)
+
+
+def test_one_step_smoke_run(tmp_path):
+    """Quick settings on Niño: every forecaster scored on both spans; the spread rates' readout
+    beats the single rate's (the rates alone, before any training)."""
+    pytest.importorskip("pywt")
+    out = tmp_path / "one_step.json"
+    from benchmarks.run import run_one
+
+    record = run_one("one_step", "--quick", "--out", out)
+    assert "error" not in record, record
+    assert json.loads(out.read_text()) == record
+    for span in ("validation", "test"):
+        rmse = record["rmse_h1"][span]
+        assert {"persistence", "ar3", "ema-spread-noisy-fit", "kalman", "alternator-spread"} <= set(
+            rmse
+        )
+        assert rmse["ema-spread"] < rmse["ema-given"]
