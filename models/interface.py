@@ -15,7 +15,8 @@ __all__ = ["SequenceModel"]
 
 
 class SequenceModel(ABC):
-    """fit / forecast / impute / sample, each returning samples; log-likelihood where exact."""
+    """fit / forecast / impute / sample, each returning samples (forecast_given: a forecast
+    given known inputs, by impute); log-likelihood where exact."""
 
     #: short name used in tables and file names
     name: str = "model"
@@ -36,6 +37,14 @@ class SequenceModel(ABC):
     @abstractmethod
     def impute(self, x, mask, num_samples: int) -> torch.Tensor:
         """Draws filling the missing entries of x (B, T, D): (S, B, T, D); observed entries kept."""
+
+    def forecast_given(self, x_context, known_future, num_samples: int) -> torch.Tensor:
+        """Draws of the steps after x_context (B, Tc, D) given the known entries of
+        known_future (B, H, D) (NaN = to forecast; the known inputs are given): (S, B, H, D),
+        the masked imputation of [x_context, known_future] (known entries kept)."""
+        horizon = known_future.shape[1]
+        window = torch.cat([torch.as_tensor(x_context), torch.as_tensor(known_future)], dim=1)
+        return self.impute(window, None, num_samples)[:, :, -horizon:]
 
     @abstractmethod
     def sample(self, num_samples: int, num_steps: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 from alternators_ppl import metrics
 
 __all__ = [
+    "covariate_window",
     "holdout_forecast",
     "holdout_forecast_crps",
     "score_masked_forecast",
@@ -96,18 +97,41 @@ def score_masked_imputation(samples, x_true, hidden) -> dict[str, float | None]:
     }
 
 
-def holdout_forecast(model, x, num_samples: int = 64, seed: int = 0):
-    """``model.forecast`` draws (S, B, H, D) of the last third (H = max(1, T // 3) steps) of
-    each sequence of x (B, T, D) from the steps before, and that held-out truth (B, H, D) (NaN
-    = missing) on the draws' device and dtype: ``num_samples`` draws under a fixed ``seed``
+def covariate_window(past: torch.Tensor, future: torch.Tensor, n_targets: int) -> torch.Tensor:
+    """[past, future] (N, C + H, D) with the target entries (the first ``n_targets`` columns)
+    of the future set to NaN; the covariate columns of the future are kept."""
+    if past.shape[0] != future.shape[0] or past.shape[-1] != future.shape[-1]:
+        raise ValueError(
+            f"past {tuple(past.shape)} and future {tuple(future.shape)} must share N and D"
+        )
+    if not 0 < n_targets < past.shape[-1]:
+        raise ValueError(f"n_targets must be in [1, {past.shape[-1] - 1}], got {n_targets}")
+    hidden = future.clone()
+    hidden[..., :n_targets] = float("nan")
+    return torch.cat([past, hidden], dim=1)
+
+
+def holdout_forecast(model, x, num_samples: int = 64, seed: int = 0, n_targets=None):
+    """Forecast draws (S, B, H, D') of the last third (H = max(1, T // 3) steps) of each
+    sequence of x (B, T, D) from the steps before, and that held-out truth (B, H, D') (NaN =
+    missing) on the draws' device and dtype: ``num_samples`` draws under a fixed ``seed``
     (the global RNG is restored afterwards), so that candidate models see the same random
-    numbers."""
+    numbers. ``model.forecast`` (D' = D), or with ``n_targets`` < D (the columns after them
+    are known inputs, given over the horizon) ``model.forecast_given`` of the targets
+    (D' = n_targets)."""
     x = torch.as_tensor(x)
     horizon = max(1, x.shape[1] // 3)
+    given = n_targets is not None and n_targets < x.shape[-1]
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), torch.no_grad():
         torch.manual_seed(seed)
-        draws = model.forecast(x[:, :-horizon], horizon, num_samples)
-    return draws, x[:, -horizon:].to(draws)
+        if given:
+            window = covariate_window(x[:, :-horizon], x[:, -horizon:], n_targets)
+            known = window[:, -horizon:]
+            draws = model.forecast_given(window[:, :-horizon], known, num_samples)
+            draws = draws[..., :n_targets]
+        else:
+            draws = model.forecast(x[:, :-horizon], horizon, num_samples)
+    return draws, x[:, -horizon:, : draws.shape[-1]].to(draws)
 
 
 def holdout_forecast_crps(model, x, num_samples: int = 64, seed: int = 0) -> float:

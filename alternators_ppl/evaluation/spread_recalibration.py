@@ -70,12 +70,13 @@ def fit_lead_spread(draws, truth, factors=SPREAD_FACTORS) -> list[float]:
     return [b if np.isfinite(scores[:, h]).any() else 1.0 for h, b in enumerate(best)]
 
 
-def fit_validation_spread(model, x_val, num_samples: int = 200, seed: int = 0):
+def fit_validation_spread(model, x_val, num_samples: int = 200, seed: int = 0, n_targets=None):
     """:func:`fit_lead_spread` on :func:`holdout_forecast` draws of the last third (H = max(1,
     T // 3) steps) of each validation sequence x_val (B, T, D) from the steps before
-    (``num_samples`` draws under ``seed``, the global RNG restored). Returns (the H factors,
-    a record: factors, the validation interval score and CRPS before and after, criterion)."""
-    draws, truth = holdout_forecast(model, x_val, num_samples, seed)
+    (``num_samples`` draws under ``seed``, the global RNG restored; with ``n_targets`` < D
+    forecasts of the targets given the known inputs after them). Returns (the H factors, a
+    record: factors, the validation interval score and CRPS before and after, criterion)."""
+    draws, truth = holdout_forecast(model, x_val, num_samples, seed, n_targets)
     factors = fit_lead_spread(draws, truth)
     before = score_masked_forecast(draws, truth)
     after = score_masked_forecast(scale_spread(draws, factors), truth)
@@ -87,6 +88,7 @@ def fit_validation_spread(model, x_val, num_samples: int = 200, seed: int = 0):
         },
         "criterion": "90% interval score per lead of forecasts of the last third of each "
         "validation sequence",
+        "n_targets": n_targets,  # None: every column forecast; else the targets given the rest
     }
     return factors, record
 
@@ -96,13 +98,17 @@ class SpreadRecalibrated(SequenceModel):
 
     :meth:`fit` trains ``model`` on x_train and keeps the factors of
     :func:`fit_validation_spread` (``num_samples`` draws, the fit's ``seed``);
-    :meth:`forecast` applies them (past lead H, the last one). Without x_val nothing is
-    recalibrated. Imputation, free-running samples and the likelihood are ``model``'s own.
+    :meth:`forecast` applies them (past lead H, the last one). With ``n_targets`` (the first
+    n_targets columns are targets, the rest known inputs) the factors are fitted on forecasts
+    of the targets given the inputs, and :meth:`forecast_given` applies them. Without x_val
+    nothing is recalibrated. Imputation, free-running samples and the likelihood are
+    ``model``'s own.
     """
 
-    def __init__(self, model: SequenceModel, num_samples: int = 200):
+    def __init__(self, model: SequenceModel, num_samples: int = 200, n_targets: int | None = None):
         self.model = model
         self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.n_targets = None if n_targets is None else check_positive_int(n_targets, "n_targets")
         self.name = model.name
         self.has_exact_likelihood = model.has_exact_likelihood
         self.has_likelihood_estimate = model.has_likelihood_estimate
@@ -115,7 +121,9 @@ class SpreadRecalibrated(SequenceModel):
         history = dict(self.model.fit(x_train, x_val, seed=seed, budget_s=budget_s) or {})
         record = None
         if x_val is not None:
-            self.factors, record = fit_validation_spread(self.model, x_val, self.num_samples, seed)
+            self.factors, record = fit_validation_spread(
+                self.model, x_val, self.num_samples, seed, self.n_targets
+            )
         chosen = history.get("chosen")
         chosen = chosen if isinstance(chosen, dict) else {}
         history["chosen"] = {**chosen, "forecast_spread": record}
@@ -124,6 +132,12 @@ class SpreadRecalibrated(SequenceModel):
     def forecast(self, x_context, horizon: int, num_samples: int) -> torch.Tensor:
         """``model``'s draws (S, B, horizon, D), their spread about the mean scaled per lead."""
         draws = self.model.forecast(x_context, horizon, num_samples)
+        return draws if self.factors is None else scale_spread(draws, self.factors)
+
+    def forecast_given(self, x_context, known_future, num_samples: int) -> torch.Tensor:
+        """``model``'s draws (S, B, H, D) given the known entries of known_future (B, H, D),
+        their spread about the mean scaled per lead (known entries do not vary: unchanged)."""
+        draws = self.model.forecast_given(x_context, known_future, num_samples)
         return draws if self.factors is None else scale_spread(draws, self.factors)
 
     def impute(self, x, mask, num_samples: int) -> torch.Tensor:

@@ -351,7 +351,8 @@ def run_file_comparison(
                 cfg.models, split, seed, device,
                 lambda m, data, s, d: _evaluate(m, data, chosen, s, d),
                 lambda model_name: training_options(
-                    model_name, cfg.epochs, cfg.members, cfg.latent_timescales
+                    model_name, cfg.epochs, cfg.members, cfg.latent_timescales,
+                    n_t if cfg.covariates else None,
                 ),
             )  # fmt: skip
             for model_name, (result, extra) in outcome.items():

@@ -268,7 +268,9 @@ def run_forecast(
     final, run = stage_run_folder(runs_dir, name, overwrite)
     try:
         seed_everything(cfg.seed)
-        options = training_options(cfg.model, cfg.epochs, cfg.members, cfg.latent_timescales)
+        options = training_options(
+            cfg.model, cfg.epochs, cfg.members, cfg.latent_timescales, n_targets
+        )
         model = build_model(cfg.model, x.shape[-1], device=device, **options)
         difference = resolve_difference(cfg, x_train, x_val)
         if difference["difference"]:

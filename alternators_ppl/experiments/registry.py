@@ -393,16 +393,21 @@ ALTERNATOR_MEMBERS = 5
 
 
 def _alternator(
-    obs_dim: int, members: int = ALTERNATOR_MEMBERS, recalibrate_spread: bool = True, **options
+    obs_dim: int,
+    members: int = ALTERNATOR_MEMBERS,
+    recalibrate_spread: bool = True,
+    n_targets: int | None = None,
+    **options,
 ) -> SequenceModel:
     """``members`` AlternatorModels as one :class:`Ensemble` (members = 1: one network), its
-    forecast spread recalibrated per lead on validation data (:class:`SpreadRecalibrated`)
-    unless ``recalibrate_spread`` is False."""
+    forecast spread recalibrated per lead on validation data (:class:`SpreadRecalibrated`;
+    with ``n_targets``, on forecasts of the first n_targets columns given the known inputs
+    after them) unless ``recalibrate_spread`` is False."""
     if check_positive_int(members, "members") == 1:
         model = AlternatorModel(obs_dim, **options)
     else:
         model = Ensemble(lambda: AlternatorModel(obs_dim, **options), members)
-    return SpreadRecalibrated(model) if recalibrate_spread else model
+    return SpreadRecalibrated(model, n_targets=n_targets) if recalibrate_spread else model
 
 
 #: the Alternator variants of the comparison, opt-in with ``--models``
@@ -456,13 +461,19 @@ def check_latent_timescales(latent_timescales: str) -> None:
 
 
 def training_options(
-    name: str, epochs: int, members: int = ALTERNATOR_MEMBERS, latent_timescales: str = "auto"
+    name: str,
+    epochs: int,
+    members: int = ALTERNATOR_MEMBERS,
+    latent_timescales: str = "auto",
+    n_targets: int | None = None,
 ) -> dict:
     """The constructor options that the commands set from their ``--epochs`` (and, for the
-    ``alternator``, ``--members`` and ``--latent-timescales``): the epoch cap of trained
-    models, half of it as the Kalman filter's EM iterations, nothing for the naive models."""
+    ``alternator``, ``--members``, ``--latent-timescales`` and, with ``--covariates``, the
+    number of target columns): the epoch cap of trained models, half of it as the Kalman
+    filter's EM iterations, nothing for the naive models."""
     if name == "alternator" or name in ALTERNATOR_VARIANTS:
-        return {"epochs": epochs, "members": members, "latent_timescales": latent_timescales}
+        options = {"epochs": epochs, "members": members, "latent_timescales": latent_timescales}
+        return options if n_targets is None else {**options, "n_targets": n_targets}
     if name in ("dmm", "mamba", "neural-ode", "diffusion"):
         return {"epochs": epochs}
     if name == "kalman":

@@ -91,3 +91,59 @@ def test_without_validation_data_nothing_is_recalibrated():
     draws = model.forecast(torch.zeros(2, 4, 1), 3, 100)
     torch.manual_seed(0)
     assert torch.equal(draws, model.model.forecast(torch.zeros(2, 4, 1), 3, 100))
+
+
+class _Regression(SequenceModel):
+    """Known input c (column 1), target y = 2 c + noise of sd 1 (column 0): forecasts y given
+    c with draws 2 c + N(0, 0.25^2), too narrow by 4x. ``impute`` fills NaN from the column-1
+    entry of the same step and records every window it was given."""
+
+    name = "regression"
+
+    def __init__(self):
+        self.windows = []
+
+    def fit(self, x_train, x_val=None, *, seed=0, budget_s=None):
+        return {}
+
+    def forecast(self, x_context, horizon, num_samples):
+        raise AssertionError("a forecast with known inputs goes through forecast_given")
+
+    def impute(self, x, mask, num_samples):
+        self.windows.append(x.clone())
+        loc = torch.stack([2.0 * x[..., 1], x[..., 1]], dim=-1)
+        draws = loc + 0.25 * torch.randn(num_samples, *x.shape) * torch.tensor([1.0, 0.0])
+        return torch.where(torch.isnan(x), draws, x.expand_as(draws))
+
+    def sample(self, num_samples, num_steps):
+        return torch.zeros(num_samples, num_steps, 2)
+
+
+def _regression_data(n: int, steps: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(n, steps, generator=g)
+    return torch.stack([2.0 * c + torch.randn(n, steps, generator=g), c], dim=-1)
+
+
+def test_known_inputs_factors_come_from_forecasts_given_the_inputs():
+    """With n_targets the factors are fitted on forecasts of the targets given the inputs
+    (the held-out targets never reach the model) and forecast_given applies them; the
+    default forecast_given is the masked imputation's tail."""
+    x_val = _regression_data(400, 9, seed=3)
+    model = SpreadRecalibrated(_Regression(), n_targets=1)
+    record = model.fit(x_val, x_val, seed=0)["chosen"]["forecast_spread"]
+    window = model.model.windows[0]
+    assert torch.isnan(window[:, 6:, 0]).all()  # the held-out targets, hidden
+    torch.testing.assert_close(window[:, 6:, 1], x_val[:, 6:, 1])  # the inputs, given
+    torch.testing.assert_close(window[:, :6], x_val[:, :6])
+    assert len(model.factors) == 3 and model.factors == pytest.approx([4.0] * 3, rel=0.15)
+    assert record["n_targets"] == 1
+    x_test = _regression_data(2000, 4, seed=4)
+    known = x_test[:, 2:].clone()
+    known[..., 0] = float("nan")
+    draws = model.forecast_given(x_test[:, :2], known, 400)
+    assert draws.shape == (400, 2000, 2, 2)
+    torch.testing.assert_close(draws[..., 1], x_test[:, 2:, 1].expand(400, -1, -1))
+    low, high = draws[..., 0].quantile(torch.tensor([0.05, 0.95]), dim=0)
+    covered = ((x_test[:, 2:, 0] >= low) & (x_test[:, 2:, 0] <= high)).float().mean()
+    assert 0.86 < covered < 0.94  # 0.25 * 4 = 1, the noise sd; unrecalibrated about 0.32

@@ -55,13 +55,13 @@ def test_covariates_are_read_one_step_ahead(tmp_path):
 
 
 def test_covariate_forecast_never_passes_the_hidden_targets():
-    """Spy: the model's impute sees NaN at every future target entry, the covariates intact."""
+    """Spy: the model sees NaN at every future target entry, the covariates intact."""
     seen = []
 
     class Spy:
-        def impute(self, x, mask, num_samples):
-            seen.append(x.clone())
-            return x.expand(num_samples, *x.shape).nan_to_num(0.0)
+        def forecast_given(self, x_context, known_future, num_samples):
+            seen.append(torch.cat([x_context, known_future], dim=1))
+            return known_future.expand(num_samples, *known_future.shape).nan_to_num(0.0)
 
     past, future = torch.randn(5, 6, 3), torch.randn(5, 4, 3)
     draws = cov.covariate_forecast(Spy(), past, future, 1, 7)
@@ -106,6 +106,9 @@ def test_covariate_run_beats_the_run_without_it_on_held_out_data(
     # y_t = 1.5 c_t + 0.2 e_t with c_t iid: without c the CRPS is about 0.48 for both models
     # (standardised); with it 0.07 (kalman, 100 EM iterations) and 0.18 (alternator, 40 epochs)
     assert crps_with < 0.5 * crps_without, (crps_with, crps_without)
+    if model == "alternator":  # its spread is recalibrated on forecasts given c
+        chosen = results["with"]["per_seed"][model][0]["chosen"]
+        assert chosen["forecast_spread"]["n_targets"] == 1
     assert windows  # every forecast went through the masked window; no hidden target in it
     for truth, window, context in windows:
         assert torch.isnan(window[:, context:, :1]).all()
