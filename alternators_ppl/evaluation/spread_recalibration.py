@@ -29,8 +29,10 @@ __all__ = [
     "SpreadRecalibrated",
 ]
 
-#: the candidate factors s_h: 41 values from 0.5 to 4, evenly spaced on a log scale
-SPREAD_FACTORS = tuple(float(f) for f in np.geomspace(0.5, 4.0, 41))
+#: the candidate factors s_h: 0.5 * 8^(k / 40) for k = -13 ... 40, 54 values from 0.254 to 4
+#: evenly spaced on a log scale (the ninth session's 41 from 0.5 to 4, extended below: a
+#: forecast given a known input was 3.6x too wide, and 0.5 was the floor it stopped at)
+SPREAD_FACTORS = tuple(0.5 * 8.0 ** (k / 40) for k in range(-13, 41))
 
 
 def scale_spread(draws, factors) -> torch.Tensor:
