@@ -134,13 +134,15 @@ def holdout_forecast(model, x, num_samples: int = 64, seed: int = 0, n_targets=N
     return draws, x[:, -horizon:, : draws.shape[-1]].to(draws)
 
 
-def holdout_forecast_crps(model, x, num_samples: int = 64, seed: int = 0) -> float:
+def holdout_forecast_crps(
+    model, x, num_samples: int = 64, seed: int = 0, n_targets: int | None = None
+) -> float:
     """Mean CRPS of :func:`holdout_forecast` draws against the last third of each sequence of
-    x (B, T, D) (NaN = missing, never scored). A multi-step score of held-out data, for
-    choosing between fitted models."""
+    x (B, T, D) (NaN = missing, never scored; with ``n_targets``, of the targets given the
+    known inputs). A multi-step score of held-out data, for choosing between fitted models."""
     x = torch.as_tensor(x)
     horizon = max(1, x.shape[1] // 3)
-    scores = score_masked_forecast(*holdout_forecast(model, x, num_samples, seed))
+    scores = score_masked_forecast(*holdout_forecast(model, x, num_samples, seed, n_targets))
     values = [v for v in scores["crps"] if v is not None]
     if not values:
         raise ValueError(f"x has no observed entry in its last {horizon} steps")

@@ -104,6 +104,10 @@ class AlternatorModel(_Wrapped):
     so the OTN can read a trend or a phase from the differences); ``"auto"`` (the default)
     fits both and keeps the one whose forecasts of the last third of the validation sequences
     score the lower CRPS (:func:`holdout_forecast_crps`; ``"given"`` without validation data).
+
+    ``n_targets``: the first n_targets columns are targets and the rest known inputs
+    (``--covariates``): the timescales are then chosen on forecasts of the targets given the
+    inputs.
     """
 
     name = "alternator"
@@ -126,8 +130,10 @@ class AlternatorModel(_Wrapped):
         check_every: int = 10,
         latent_timescales: str = "auto",
         variant: str = "alternator",
+        n_targets: int | None = None,
     ):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        self.n_targets = None if n_targets is None else check_positive_int(n_targets, "n_targets")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.name = self.variant = variant
@@ -166,13 +172,15 @@ class AlternatorModel(_Wrapped):
         latent_dim = self.options["latent_dim"] or sizes["latent_dim"]
         hidden = self.options["hidden"] or sizes["hidden"]
 
-        def train(timescales: str):
+        def train(timescales: str):  # scored while self.model is this candidate
             torch.manual_seed(seed)
             self._build(latent_dim, hidden, timescales)
             history, chosen = self._fit_one(x_train, x_val, seed, budget_s, sizes["rule"], hidden)
-            return self.model, (self.model, history, chosen)
+            return self, (self.model, history, chosen)
 
-        kept, record = keep_better_timescales(self.latent_timescales, train, x_val, seed)
+        kept, record = keep_better_timescales(
+            self.latent_timescales, train, x_val, seed, self.n_targets
+        )
         self.model, history, self.chosen = kept
         self.chosen["latent_timescales"] = record
         return {**history, "chosen": self.chosen}
@@ -298,13 +306,16 @@ def spread_sigma_z(latent_dim: int, alpha: float) -> list[float]:
     return torch.linspace(low, high, latent_dim).tolist()
 
 
-def keep_better_timescales(mode: str, train, x_val, seed: int) -> tuple[object, dict]:
-    """Train each candidate of ``mode`` by ``train(timescales) -> (alternator, result)`` and
+def keep_better_timescales(
+    mode: str, train, x_val, seed: int, n_targets: int | None = None
+) -> tuple[object, dict]:
+    """Train each candidate of ``mode`` by ``train(timescales) -> (forecaster, result)`` and
     keep the better: ``"auto"`` tries ``"given"`` and ``"spread"`` (``"given"`` alone without
     ``x_val``) and keeps the one whose forecasts of the last third of each sequence of x_val
-    (B, T, Dx) score the lower CRPS (:func:`holdout_forecast_crps`, ``seed``); another mode is
-    trained as it is. Returns (the kept ``result``, a record: mode, kept, validation_crps,
-    criterion)."""
+    (B, T, Dx) score the lower CRPS (:func:`holdout_forecast_crps`, ``seed``; with
+    ``n_targets``, forecasts of the targets given the known inputs, by the forecaster's
+    ``forecast_given``); another mode is trained as it is. Returns (the kept ``result``, a
+    record: mode, kept, validation_crps, criterion)."""
     check_latent_timescales(mode)
     candidates = [mode]
     if mode == "auto":
@@ -313,14 +324,17 @@ def keep_better_timescales(mode: str, train, x_val, seed: int) -> tuple[object, 
     for timescales in candidates:
         alternator, result = train(timescales)
         if len(candidates) > 1:
-            scores[timescales] = holdout_forecast_crps(alternator, x_val, seed=seed)
+            scores[timescales] = holdout_forecast_crps(
+                alternator, x_val, seed=seed, n_targets=n_targets
+            )
         if kept is None or scores[timescales] < scores[kept[0]]:
             kept = (timescales, result)
     record = {
         "mode": mode,
         "kept": kept[0],
         "validation_crps": scores or None,
-        "criterion": "CRPS of forecasts of the last third of each validation sequence",
+        "criterion": "CRPS of forecasts of the last third of each validation sequence"
+        + ("" if n_targets is None else " (the targets, given the known inputs)"),
     }
     return kept[1], record
 
@@ -403,6 +417,7 @@ def _alternator(
     forecast spread recalibrated per lead on validation data (:class:`SpreadRecalibrated`;
     with ``n_targets``, on forecasts of the first n_targets columns given the known inputs
     after them) unless ``recalibrate_spread`` is False."""
+    options = {**options, "n_targets": n_targets}
     if check_positive_int(members, "members") == 1:
         model = AlternatorModel(obs_dim, **options)
     else:

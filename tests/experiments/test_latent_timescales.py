@@ -45,8 +45,11 @@ def test_spread_timescales_give_each_coordinate_its_own_decay():
 def test_auto_keeps_the_candidate_with_the_lower_validation_crps(monkeypatch, better):
     scores = {"given": 0.5, "spread": 0.7} if better == "given" else {"given": 0.7, "spread": 0.5}
 
-    def fake_crps(model, x_val, seed=0):
-        return scores["spread" if model.sigma_z_per_dim else "given"]
+    asked = []
+
+    def fake_crps(model, x_val, seed=0, n_targets=None):
+        asked.append(n_targets)
+        return scores["spread" if model.model.sigma_z_per_dim else "given"]
 
     monkeypatch.setattr(registry, "holdout_forecast_crps", fake_crps)
     x = torch.randn(8, 12, 2, generator=torch.Generator().manual_seed(1))
@@ -58,6 +61,11 @@ def test_auto_keeps_the_candidate_with_the_lower_validation_crps(monkeypatch, be
     alone = AlternatorModel(2, latent_dim=3, hidden=8, epochs=1, calibrate=False, patience=None)
     record = alone.fit(x[:6], seed=0)["chosen"]["latent_timescales"]
     assert record["kept"] == "given" and record["validation_crps"] is None  # nothing to judge by
+    assert asked == [None, None]
+    known = AlternatorModel(2, latent_dim=3, hidden=8, epochs=1, calibrate=False, patience=None,
+                            n_targets=1)  # fmt: skip
+    record = known.fit(x[:6], x[6:], seed=0)["chosen"]["latent_timescales"]
+    assert asked[2:] == [1, 1] and "given the known inputs" in record["criterion"]
 
 
 def test_holdout_forecast_crps_uses_its_own_seed():
@@ -72,3 +80,9 @@ def test_holdout_forecast_crps_uses_its_own_seed():
         values.append(holdout_forecast_crps(model, x, num_samples=8, seed=3))
     assert values[0] == values[1]
     assert holdout_forecast_crps(model, x, num_samples=8, seed=4) != values[0]
+
+
+def test_build_model_hands_n_targets_to_the_alternator_and_its_spread():
+    built = registry.build_model("alternator", 3, members=1, n_targets=2, latent_dim=3, hidden=4)
+    assert built.n_targets == 2 and built.model.n_targets == 2
+    assert registry.build_model("alternator", 3, members=1).model.n_targets is None
