@@ -62,7 +62,7 @@ def test_sst_alternator_keeps_the_timescales_that_forecast_validation_better(mon
 
     seen = []
 
-    def fake_crps(model, x_val, seed=0):  # stands in for the held-out forecast score
+    def fake_crps(model, x_val, seed=0, n_targets=None):  # stands in for the held-out score
         seen.append(x_val)
         return 0.5 if model.sigma_z_per_dim == (better == "spread") else 0.7
 
