@@ -23,6 +23,7 @@ from alternators_ppl.experiments.decode import (
 )
 from alternators_ppl.experiments.file_task import (
     BUILTIN_SERIES,
+    COMPARE_OPTIONS,
     add_series_arguments,
     compare_file_command,
     reject_series_options,
@@ -128,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--models", type=_model_list, help=f"subset of {','.join(MODEL_NAMES)}")
     compare.add_argument("--seeds", type=_positive_int, help="number of seeds (default 3)")
     compare.add_argument(
+        "--first-seed",
+        type=_non_negative_int,
+        help="first seed (default 0): runs seeds FIRST .. FIRST + SEEDS - 1",
+    )
+    compare.add_argument(
         "--budget-s",
         type=_positive_float,
         help="wall-clock safety cap on training seconds per model (the budget is --epochs)",
@@ -227,7 +233,7 @@ def _compare(args) -> tuple[str, object]:
         return compare_file_command(args)
     reject_series_options(args)
     overrides = {"task": args.task, "device": args.device}
-    for key in ("models", "seeds", "budget_s", "epochs", "members", "latent_timescales"):
+    for key in COMPARE_OPTIONS:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)

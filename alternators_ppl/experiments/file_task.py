@@ -59,6 +59,7 @@ from alternators_ppl.runs import (
 )
 
 __all__ = [
+    "COMPARE_OPTIONS",
     "BUILTIN_SERIES",
     "FILE_MODELS",
     "FileCompareConfig",
@@ -89,6 +90,11 @@ def _one_line_errors(load):
 
 #: what a file comparison runs unless told otherwise: every model but the Alternator variants
 FILE_MODELS = tuple(m for m in MODEL_NAMES if m not in ALTERNATOR_VARIANTS)
+
+#: the ``compare`` options that override a comparison config field of the same name
+COMPARE_OPTIONS = (
+    "models", "seeds", "first_seed", "budget_s", "epochs", "members", "latent_timescales",
+)  # fmt: skip
 
 #: real series that ship with the ``[data]`` extra, by CLI name
 BUILTIN_SERIES = {
@@ -582,7 +588,7 @@ def compare_file_command(args) -> tuple[str, Path]:
         )
     overrides = series_options(args)
     overrides["device"] = args.device
-    for key in ("models", "seeds", "budget_s", "epochs", "members", "latent_timescales"):
+    for key in COMPARE_OPTIONS:
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if getattr(args, "split_at", None) is not None:

@@ -79,3 +79,18 @@ def test_file_comparison_first_seed_runs_that_seed(tmp_path):
     _, second = run_file_comparison(cfg, tmp_path, "b")
     crps = [r["crps"] for r in both["per_seed"]["climatology"]]
     assert second["per_seed"]["climatology"][0]["crps"] == crps[1] != crps[0]
+
+
+def test_compare_command_takes_first_seed(tmp_path, capsys):
+    """`compare --first-seed` reaches the config of a file task and of a simulated task."""
+    path = _write_csv(tmp_path / "series.csv")
+    common = ["--models", "climatology", "--quick", "--seeds", "1", "--first-seed", "2"]
+    argv = ["compare", str(path), *common, "--context", "8", "--horizon", "3"]
+    assert main([*argv, "--runs-dir", str(tmp_path), "--name", "f"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "f" / "comparison.json").read_text())["config"]["first_seed"] == 2
+    argv = ["compare", "linear", *common, "--runs-dir", str(tmp_path), "--name", "s"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "s" / "comparison.json").read_text())["config"]["first_seed"] == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["compare", "linear", "--first-seed", "-1"])
+    assert "--first-seed" in capsys.readouterr().err
