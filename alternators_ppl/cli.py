@@ -9,6 +9,7 @@ import sys
 
 from alternators_ppl import distributed
 from alternators_ppl.experiments.compare import (
+    COMPARE_OPTIONS,
     TASKS,
     CompareConfig,
     format_comparison,
@@ -23,7 +24,6 @@ from alternators_ppl.experiments.decode import (
 )
 from alternators_ppl.experiments.file_task import (
     BUILTIN_SERIES,
-    COMPARE_OPTIONS,
     add_series_arguments,
     compare_file_command,
     reject_series_options,

@@ -49,6 +49,7 @@ from alternators_ppl.runs import (
 from alternators_ppl.seeding import seed_everything
 
 __all__ = [
+    "COMPARE_OPTIONS",
     "CompareConfig",
     "TASKS",
     "ModelFailed",
@@ -61,6 +62,12 @@ __all__ = [
 ]
 
 TASKS = {"lorenz": lorenz_forecasting_task, "linear": linear_gaussian_task}
+
+#: the ``compare`` options that override a comparison config field of the same name (both
+#: configs: simulated tasks and files)
+COMPARE_OPTIONS = (
+    "models", "seeds", "first_seed", "budget_s", "epochs", "members", "latent_timescales",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from alternators_ppl.evaluation.masked_scoring import (
 from alternators_ppl.evaluation.scoring import hide_random_steps
 from alternators_ppl.experiments import covariates as cov
 from alternators_ppl.experiments.compare import (
+    COMPARE_OPTIONS,
     aggregate_seeds,
     calibration_lines,
     finite_draws,
@@ -59,7 +60,6 @@ from alternators_ppl.runs import (
 )
 
 __all__ = [
-    "COMPARE_OPTIONS",
     "BUILTIN_SERIES",
     "FILE_MODELS",
     "FileCompareConfig",
@@ -90,11 +90,6 @@ def _one_line_errors(load):
 
 #: what a file comparison runs unless told otherwise: every model but the Alternator variants
 FILE_MODELS = tuple(m for m in MODEL_NAMES if m not in ALTERNATOR_VARIANTS)
-
-#: the ``compare`` options that override a comparison config field of the same name
-COMPARE_OPTIONS = (
-    "models", "seeds", "first_seed", "budget_s", "epochs", "members", "latent_timescales",
-)  # fmt: skip
 
 #: real series that ship with the ``[data]`` extra, by CLI name
 BUILTIN_SERIES = {
