@@ -12,9 +12,11 @@ import math
 import torch
 
 from alternators_ppl import metrics
+from alternators_ppl.validation import check_positive_int
 
 __all__ = [
     "covariate_window",
+    "covariate_forecast",
     "holdout_forecast",
     "holdout_forecast_crps",
     "score_masked_forecast",
@@ -111,13 +113,28 @@ def covariate_window(past: torch.Tensor, future: torch.Tensor, n_targets: int) -
     return torch.cat([past, hidden], dim=1)
 
 
+def covariate_forecast(
+    model, past: torch.Tensor, future: torch.Tensor, n_targets: int, num_samples: int
+) -> torch.Tensor:
+    """Draws of the targets over the horizon given the covariates: (S, N, H, n_targets).
+
+    past (N, C, D) and future (N, H, D) hold targets then covariates; only the covariate
+    columns of ``future`` reach the model (:func:`covariate_window` hides its targets first;
+    ``model.forecast_given`` draws the rest)."""
+    num_samples = check_positive_int(num_samples, "num_samples")
+    window = covariate_window(past, future, n_targets)
+    context = past.shape[1]
+    draws = model.forecast_given(window[:, :context], window[:, context:], num_samples)
+    return draws[..., :n_targets]
+
+
 def holdout_forecast(model, x, num_samples: int = 64, seed: int = 0, n_targets=None):
     """Forecast draws (S, B, H, D') of the last third (H = max(1, T // 3) steps) of each
     sequence of x (B, T, D) from the steps before, and that held-out truth (B, H, D') (NaN =
     missing) on the draws' device and dtype: ``num_samples`` draws under a fixed ``seed``
     (the global RNG is restored afterwards), so that candidate models see the same random
     numbers. ``model.forecast`` (D' = D), or with ``n_targets`` < D (the columns after them
-    are known inputs, given over the horizon) ``model.forecast_given`` of the targets
+    are known inputs, given over the horizon) :func:`covariate_forecast` of the targets
     (D' = n_targets)."""
     x = torch.as_tensor(x)
     horizon = max(1, x.shape[1] // 3)
@@ -125,10 +142,9 @@ def holdout_forecast(model, x, num_samples: int = 64, seed: int = 0, n_targets=N
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), torch.no_grad():
         torch.manual_seed(seed)
         if given:
-            window = covariate_window(x[:, :-horizon], x[:, -horizon:], n_targets)
-            known = window[:, -horizon:]
-            draws = model.forecast_given(window[:, :-horizon], known, num_samples)
-            draws = draws[..., :n_targets]
+            draws = covariate_forecast(
+                model, x[:, :-horizon], x[:, -horizon:], n_targets, num_samples
+            )
         else:
             draws = model.forecast(x[:, :-horizon], horizon, num_samples)
     return draws, x[:, -horizon:, : draws.shape[-1]].to(draws)

@@ -133,13 +133,15 @@ class SpreadRecalibrated(SequenceModel):
 
     def forecast(self, x_context, horizon: int, num_samples: int) -> torch.Tensor:
         """``model``'s draws (S, B, horizon, D), their spread about the mean scaled per lead."""
-        draws = self.model.forecast(x_context, horizon, num_samples)
-        return draws if self.factors is None else scale_spread(draws, self.factors)
+        return self._recalibrated(self.model.forecast(x_context, horizon, num_samples))
 
     def forecast_given(self, x_context, known_future, num_samples: int) -> torch.Tensor:
         """``model``'s draws (S, B, H, D) given the known entries of known_future (B, H, D),
         their spread about the mean scaled per lead (known entries do not vary: unchanged)."""
-        draws = self.model.forecast_given(x_context, known_future, num_samples)
+        return self._recalibrated(self.model.forecast_given(x_context, known_future, num_samples))
+
+    def _recalibrated(self, draws: torch.Tensor) -> torch.Tensor:
+        """draws (S, B, H, D) with the fitted factors applied (unchanged before any fit)."""
         return draws if self.factors is None else scale_spread(draws, self.factors)
 
     def impute(self, x, mask, num_samples: int) -> torch.Tensor:

@@ -5,41 +5,22 @@ with_covariates`, read one step ahead). A forecast of the targets given the cova
 horizon is the model's imputation of the window [context, horizon] in which the target entries
 of the horizon are missing and every covariate entry is given: SMC smoothing for the
 Alternator, the Kalman smoother for ``kalman``, each model's own ``impute`` otherwise
-(``SequenceModel.forecast_given``; a wrapper such as the spread recalibration adjusts it). The
-hidden target values are replaced by NaN before the model sees the window
-(:func:`alternators_ppl.evaluation.masked_scoring.covariate_window`).
+(``SequenceModel.forecast_given``; a wrapper such as the spread recalibration adjusts it):
+:func:`alternators_ppl.evaluation.masked_scoring.covariate_forecast`, which replaces the hidden
+target values by NaN before the model sees the window. This module holds the columns'
+bookkeeping.
 """
 
 from __future__ import annotations
 
-import torch
-
 from alternators_ppl.data.covariates import CALENDAR_FEATURES
 from alternators_ppl.data.scaling import Standardizer
-from alternators_ppl.evaluation.masked_scoring import covariate_window
-from alternators_ppl.validation import check_positive_int
 
 __all__ = [
-    "covariate_forecast",
     "target_count",
     "target_scaler",
     "read_columns",
 ]
-
-
-def covariate_forecast(
-    model, past: torch.Tensor, future: torch.Tensor, n_targets: int, num_samples: int
-) -> torch.Tensor:
-    """Draws of the targets over the horizon given the covariates: (S, N, H, n_targets).
-
-    past (N, C, D) and future (N, H, D) hold targets then covariates; only the covariate
-    columns of ``future`` reach the model (:func:`covariate_window` hides its targets first;
-    ``model.forecast_given`` draws the rest)."""
-    num_samples = check_positive_int(num_samples, "num_samples")
-    window = covariate_window(past, future, n_targets)
-    context = past.shape[1]
-    draws = model.forecast_given(window[:, :context], window[:, context:], num_samples)
-    return draws[..., :n_targets]
 
 
 def read_columns(columns, covariates):

@@ -30,6 +30,7 @@ from alternators_ppl.evaluation.forecast_calibration import (
     calibration_report,
 )
 from alternators_ppl.evaluation.masked_scoring import (
+    covariate_forecast,
     score_masked_forecast,
     score_masked_imputation,
 )
@@ -199,7 +200,7 @@ def _forecast(model, past, future, cfg, n_targets: int):
     with torch.no_grad():
         if n_targets == past.shape[-1]:
             return model.forecast(past, cfg.horizon, cfg.num_samples), future
-        draws = cov.covariate_forecast(model, past, future, n_targets, cfg.num_samples)
+        draws = covariate_forecast(model, past, future, n_targets, cfg.num_samples)
     return draws, future[..., :n_targets]
 
 

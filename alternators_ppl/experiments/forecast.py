@@ -31,6 +31,7 @@ from alternators_ppl.data.covariates import CALENDAR_FEATURES, with_covariates
 from alternators_ppl.data.readers import Series
 from alternators_ppl.data.scaling import Standardizer
 from alternators_ppl.data.splits import make_windows
+from alternators_ppl.evaluation.masked_scoring import covariate_forecast
 from alternators_ppl.experiments import covariates as cov
 from alternators_ppl.experiments.file_task import (
     BUILTIN_SERIES,
@@ -284,7 +285,7 @@ def run_forecast(
                 draws = model.forecast(context, cfg.horizon, cfg.num_samples)
             else:  # the targets of the horizon are NaN: only the covariates are given
                 ahead = torch.as_tensor(horizon_x, device=device)
-                draws = cov.covariate_forecast(model, context, ahead, n_targets, cfg.num_samples)
+                draws = covariate_forecast(model, context, ahead, n_targets, cfg.num_samples)
         draws = scaler.inverse_transform(draws.detach().cpu().numpy().astype(np.float64))
         probs = tuple(sorted(cfg.quantiles))
         quantiles = np.quantile(draws, probs, axis=0)  # (Q, B, H, D)

@@ -322,10 +322,10 @@ def keep_better_timescales(
         candidates = ["given", "spread"] if x_val is not None else ["given"]
     kept, scores = None, {}
     for timescales in candidates:
-        alternator, result = train(timescales)
+        forecaster, result = train(timescales)
         if len(candidates) > 1:
             scores[timescales] = holdout_forecast_crps(
-                alternator, x_val, seed=seed, n_targets=n_targets
+                forecaster, x_val, seed=seed, n_targets=n_targets
             )
         if kept is None or scores[timescales] < scores[kept[0]]:
             kept = (timescales, result)

@@ -10,7 +10,7 @@ import torch
 
 from alternators_ppl.data.covariates import calendar_features, with_covariates
 from alternators_ppl.data.readers import read_series
-from alternators_ppl.experiments import covariates as cov
+from alternators_ppl.evaluation import masked_scoring
 from alternators_ppl.experiments.file_task import FileCompareConfig, run_file_comparison
 from alternators_ppl.experiments.forecast import ForecastConfig, run_forecast
 
@@ -64,7 +64,7 @@ def test_covariate_forecast_never_passes_the_hidden_targets():
             return known_future.expand(num_samples, *known_future.shape).nan_to_num(0.0)
 
     past, future = torch.randn(5, 6, 3), torch.randn(5, 4, 3)
-    draws = cov.covariate_forecast(Spy(), past, future, 1, 7)
+    draws = masked_scoring.covariate_forecast(Spy(), past, future, 1, 7)
     assert draws.shape == (7, 5, 4, 1)
     window = seen[0]
     assert torch.isnan(window[:, 6:, :1]).all()
@@ -72,7 +72,7 @@ def test_covariate_forecast_never_passes_the_hidden_targets():
     torch.testing.assert_close(window[:, 6:, 1:], future[..., 1:])
     torch.testing.assert_close(window[:, :6], past)
     with pytest.raises(ValueError, match="n_targets"):
-        cov.covariate_forecast(Spy(), past, future, 3, 2)
+        masked_scoring.covariate_forecast(Spy(), past, future, 3, 2)
 
 
 @pytest.mark.parametrize(("model", "epochs"), [("kalman", 200), ("alternator", 40)])
@@ -81,14 +81,14 @@ def test_covariate_run_beats_the_run_without_it_on_held_out_data(
 ):
     _write(tmp_path / "s.csv")
     windows = []
-    original = cov.covariate_window
+    original = masked_scoring.covariate_window
 
     def spy(past, future, n_targets):
         window = original(past, future, n_targets)
         windows.append((future[..., :n_targets].clone(), window.clone(), past.shape[1]))
         return window
 
-    monkeypatch.setattr(cov, "covariate_window", spy)
+    monkeypatch.setattr(masked_scoring, "covariate_window", spy)
     # one network at the paper's sigma_z: the covariate is the point, not the ensemble
     common = dict(columns=("y",), context=8, horizon=2, seeds=1, epochs=epochs, budget_s=300.0,
                   models=(model,), num_samples=100, members=1,
