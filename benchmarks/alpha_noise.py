@@ -23,7 +23,6 @@ from alternators_ppl.evaluation.scoring import forecast_windows
 from alternators_ppl.experiments.lorenz import LorenzJobConfig, build_alternator
 from alternators_ppl.inference import fit
 from alternators_ppl.metrics import crps_empirical, interval_coverage
-from alternators_ppl.runs import write_json
 from alternators_ppl.seeding import seed_everything
 from benchmarks.common import emit, single_thread
 
@@ -110,9 +109,7 @@ def main(argv=None) -> None:
         record["models"][name] = result
     crps = {k: v["crps_noisy_truth"] for k, v in record["models"].items()}
     record["crps_ratio_alpha_over_base"] = crps["alpha-alternator"] / crps["alternator"]
-    if args.out:
-        write_json(args.out, record)
-    emit(record)
+    emit(record, args.out)
 
 
 if __name__ == "__main__":

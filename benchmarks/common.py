@@ -15,6 +15,8 @@ os.environ.setdefault(
 
 import torch  # noqa: E402
 
+from alternators_ppl.runs import write_json  # noqa: E402
+
 __all__ = ["single_thread", "time_call", "peak_rss_bytes", "emit", "synchronize"]
 
 
@@ -60,7 +62,10 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def emit(record: dict) -> None:
-    """Print one JSON record on stdout (the runner reads the last line)."""
+def emit(record: dict, out=None) -> None:
+    """Print one JSON record on stdout (the runner reads the last line); with ``out``, first
+    write it there too (indented, atomically: :func:`alternators_ppl.runs.write_json`)."""
+    if out:
+        write_json(out, record)
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()

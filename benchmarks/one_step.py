@@ -26,7 +26,6 @@ import torch
 
 from alternators_ppl.experiments.file_task import FileCompareConfig, load_split
 from alternators_ppl.experiments.registry import AlternatorModel, KalmanModel, spread_sigma_z
-from alternators_ppl.runs import write_json
 from alternators_ppl.seeding import seed_everything
 from benchmarks.common import emit, single_thread
 
@@ -163,9 +162,7 @@ def main(argv=None) -> dict:
         "seed": args.seed,
         "epochs": 2 if args.quick else args.epochs,
     }
-    if args.out:
-        write_json(args.out, record)
-    emit(record)
+    emit(record, args.out)
     return record
 
 

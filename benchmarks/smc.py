@@ -377,11 +377,8 @@ def main(argv=None) -> None:
         args.particles = args.particles or 1000
         args.repeats = min(args.repeats, 3)
         record = _throughput(args)
-    from alternators_ppl.runs import write_json
-
     out = args.out or Path(__file__).parent / "results" / f"smc-{args.item}-{args.device}.json"
-    write_json(out, record)
-    emit(record)
+    emit(record, out)
 
 
 if __name__ == "__main__":

@@ -96,10 +96,7 @@ def main(argv=None) -> None:
             row[method] = _scores(draws[:, 0, 1:], z_test)
         record[calibration] = row
     out = args.out or Path(__file__).parent / "results" / f"supervised-calibration-{args.seed}.json"
-    from alternators_ppl.runs import write_json
-
-    write_json(out, record)
-    emit(record)
+    emit(record, out)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,6 @@ def main(argv=None) -> dict:
     from alternators_ppl.inference.svi import fit_svi, posterior_forecast, posterior_latents
     from alternators_ppl.metrics import crps_empirical
     from alternators_ppl.models import Alternator, HyperpriorAlternator
-    from alternators_ppl.runs import write_json
     from alternators_ppl.seeding import seed_everything
 
     cfg = LorenzJobConfig.quick() if args.quick else LorenzJobConfig()
@@ -187,9 +186,7 @@ def main(argv=None) -> dict:
         },
         "timing": timing,
     }
-    if args.out:
-        write_json(args.out, record)
-    emit(record)
+    emit(record, args.out)
     return record
 
 
